@@ -1,0 +1,1 @@
+"""The benchmark: latency and round trips of every endpoint against the floor (/readyz)."""

@@ -1,0 +1,176 @@
+"""Argument types shared by the custom functions, with refusals the agent can say."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from typing import Annotated, Any, ClassVar
+
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def _parse_date(value: Any) -> date:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("not_a_date")
+    text = value.strip()
+    if text.lower() in _WEEKDAYS or text.lower() in ("today", "tomorrow"):
+        raise ValueError("weekday_not_date")
+    if not _DATE.fullmatch(text):
+        raise ValueError("not_a_date")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("impossible_date") from None
+
+
+def _parse_time(value: Any) -> time:
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("not_a_time")
+    match = _TIME.fullmatch(value.strip())
+    if match is None:
+        raise ValueError("not_a_time")
+    hour, minute = int(match[1]), int(match[2])
+    if hour > 23 or minute > 59:
+        raise ValueError("impossible_time")
+    return time(hour, minute)
+
+
+def _strip_blank(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+LocalDate = Annotated[date, BeforeValidator(_parse_date)]
+LocalTime = Annotated[time, BeforeValidator(_parse_time)]
+Text = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=500)]
+LongText = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=4000)]
+Name = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=200)]
+Phone = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=40)]
+Email = Annotated[
+    str | None,
+    BeforeValidator(_strip_blank),
+    StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+]
+
+
+def _positive_minutes(value: int | None) -> int | None:
+    if value is not None and not 5 <= value <= 480:
+        raise ValueError("duration_out_of_range")
+    return value
+
+
+Minutes = Annotated[int | None, AfterValidator(_positive_minutes)]
+
+
+class Args(BaseModel):
+    """Base of every function's arguments: unknown keys ignored, strings trimmed."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    # What to ask the caller for when a field is missing or malformed.
+    ASK: ClassVar[dict[str, str]] = {}
+
+    def for_database(self) -> dict[str, Any]:
+        """The arguments as JSON for the database function: ISO dates, HH:MM times."""
+        out: dict[str, Any] = {}
+        for key, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, date):
+                out[key] = value.isoformat()
+            elif isinstance(value, time):
+                out[key] = value.strftime("%H:%M")
+            else:
+                out[key] = value
+        return out
+
+
+_GENERIC = {
+    "missing": "I still need the {field}.",
+    "weekday_not_date": (
+        "I need the {field} as a calendar date like 2026-12-02, not a weekday name."
+    ),
+    "not_a_date": "I need the {field} as a calendar date like 2026-12-02.",
+    "impossible_date": "That {field} doesn't exist on the calendar; could you check it?",
+    "not_a_time": "I need the {field} as a 24-hour clock time like 09:30.",
+    "impossible_time": "That {field} isn't a real clock time; times run from 00:00 to 23:59.",
+    "duration_out_of_range": "The duration must be between 5 and 480 minutes.",
+    "patient_name_missing": "May I have the patient's full name?",
+    "selector_missing": (
+        "Which appointment do you mean? Tell me its date, and the time if there are several."
+    ),
+}
+
+
+def refusal_for(error: ValidationError, model: type[Args]) -> str:
+    """One or two sentences saying what to ask the caller, from the first failing fields."""
+    sentences: list[str] = []
+    for item in error.errors()[:2]:
+        field = str(item["loc"][0]) if item["loc"] else "request"
+        if field in model.ASK and item["type"] == "missing":
+            sentences.append(model.ASK[field])
+            continue
+        spoken_field = field.replace("_", " ")
+        code = str(item.get("ctx", {}).get("error", "")) or item["type"]
+        template = _GENERIC.get(code) or _GENERIC.get(item["type"])
+        if template is None:
+            template = model.ASK.get(field) or "The {field} doesn't look right; could you check it?"
+        sentences.append(template.format(field=spoken_field))
+    return " ".join(dict.fromkeys(sentences))
+
+
+def normalize_phone(raw: str, region: str) -> str | None:
+    """E.164 for a number as a caller says it, or None when it can't be a real number."""
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed) or not phonenumbers.is_valid_number(parsed):
+        return None
+    formatted: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return formatted
+
+
+def region_of(number: str | None) -> str | None:
+    """The two-letter region of an E.164 number, e.g. '+16175550100' -> 'US'."""
+    if not number:
+        return None
+    try:
+        region: str | None = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
+    except phonenumbers.NumberParseException:
+        return None
+    return region if region and region != "ZZ" else None
+
+
+__all__ = [
+    "Args",
+    "Email",
+    "Field",
+    "LocalDate",
+    "LocalTime",
+    "LongText",
+    "Minutes",
+    "Name",
+    "Phone",
+    "Text",
+    "normalize_phone",
+    "refusal_for",
+    "region_of",
+]

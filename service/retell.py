@@ -1,0 +1,101 @@
+"""Everything Retell-specific on the way in: the signature check and the request envelopes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+
+from service.errors import ServiceError
+
+_SIGNATURE = re.compile(r"v=(\d{1,16}),d=([0-9a-f]{64})")
+
+
+def sign(raw_body: bytes, api_key: str, timestamp_ms: int | None = None) -> str:
+    """The X-Retell-Signature header Retell would send for this exact body."""
+    ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    digest = hmac.new(api_key.encode(), raw_body + str(ts).encode(), hashlib.sha256).hexdigest()
+    return f"v={ts},d={digest}"
+
+
+def signature_is_valid(
+    raw_body: bytes,
+    header: str | None,
+    api_key: str,
+    *,
+    tolerance_seconds: int = 300,
+    now_ms: int | None = None,
+) -> bool:
+    """Check the header over the raw bytes: well formed, fresh (either direction), and matching.
+
+    The digest comparison runs in constant time.
+    """
+    if not header:
+        return False
+    match = _SIGNATURE.fullmatch(header.strip())
+    if match is None:
+        return False
+    timestamp = int(match[1])
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if abs(now - timestamp) > tolerance_seconds * 1000:
+        return False
+    expected = hmac.new(api_key.encode(), raw_body + match[1].encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, match[2])
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the raw body, refusing (413) as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, "body_too_large", f"The request body is larger than {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(
+                413, "body_too_large", f"The request body is larger than {limit} bytes."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_object(raw_body: bytes) -> dict[str, Any]:
+    """Parse a JSON object, or refuse with 400."""
+    try:
+        value = orjson.loads(raw_body)
+    except orjson.JSONDecodeError:
+        raise ServiceError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise ServiceError(400, "invalid_json", "The request body must be a JSON object.")
+    return value
+
+
+class Call(BaseModel):
+    """The fields of Retell's call object this service reads; the rest is ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    call_id: str | None = None
+    agent_id: str | None = None
+    call_type: str | None = None
+    call_status: str | None = None
+    direction: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    start_timestamp: int | None = None
+
+    def for_database(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+def validation_message(error: ValidationError) -> str:
+    """A short sentence naming the fields that failed, for error bodies."""
+    fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in error.errors()})
+    return "These fields are missing or malformed: " + ", ".join(fields) + "."

@@ -1,0 +1,53 @@
+"""Dates, times and lists as the agent should say them aloud."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, time
+from typing import Any
+
+
+def spoken_time(value: time | str) -> str:
+    """'09:00' -> '9:00 AM'; '12:30' -> '12:30 PM'."""
+    t = time.fromisoformat(value) if isinstance(value, str) else value
+    hour = t.hour % 12 or 12
+    return f"{hour}:{t.minute:02d} {'AM' if t.hour < 12 else 'PM'}"
+
+
+def spoken_date(value: date | str) -> str:
+    """'2026-12-02' -> 'Wednesday, December 2'."""
+    d = date.fromisoformat(value) if isinstance(value, str) else value
+    return f"{d:%A}, {d:%B} {d.day}"
+
+
+def spoken_list(items: Sequence[str], conjunction: str = "or") -> str:
+    """['a', 'b', 'c'] -> 'a, b or c'."""
+    if not items:
+        return ""
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
+
+
+def spoken_slot(slot: dict[str, Any], *, with_date: bool = True, with_staff: bool = True) -> str:
+    """A slot as 'Wednesday, December 2 at 9:00 AM with Dr. Ada Lee'."""
+    text = spoken_time(slot["time"])
+    if with_date:
+        text = f"{spoken_date(slot['date'])} at {text}"
+    if with_staff:
+        text = f"{text} with {slot['staff_name']}"
+    return text
+
+
+def spoken_slots(slots: Sequence[dict[str, Any]], limit: int = 3) -> str:
+    """A handful of slots in one phrase, factoring out a shared date or staff member."""
+    shown = list(slots[:limit])
+    one_date = len({s["date"] for s in shown}) == 1
+    one_staff = len({s["staff_name"] for s in shown}) == 1
+    parts = [spoken_slot(s, with_date=not one_date, with_staff=not one_staff) for s in shown]
+    phrase = spoken_list(parts)
+    if one_date:
+        phrase = f"{phrase} on {spoken_date(shown[0]['date'])}"
+    if one_staff:
+        phrase = f"{phrase} with {shown[0]['staff_name']}"
+    return phrase

@@ -1,0 +1,89 @@
+"""What handlers share: the lifespan's resources, and the guarded way to ask the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import structlog
+from starlette.requests import Request
+
+from service import db
+from service.config import Settings
+from service.errors import ServiceError
+from service.retell import read_body, signature_is_valid
+
+log = structlog.get_logger(__name__)
+
+# What a dead, unreachable or overloaded database looks like from asyncpg and the pool.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.QueryCanceledError,
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class State:
+    """Opened and closed by the lifespan; reached through `state_of(request)`."""
+
+    settings: Settings
+    pool: db.Pool
+    http: httpx.AsyncClient
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """Run one statement on a pooled connection within the service's deadline.
+
+        A database that is down, unreachable, or slower than the deadline is a 503, never a hang.
+        """
+        settings = self.settings
+        try:
+            async with asyncio.timeout(settings.request_deadline_seconds):
+                async with self.pool.acquire(timeout=settings.pool_acquire_timeout_seconds) as conn:
+                    return await conn.fetchval(sql, *args)
+        except DATABASE_UNAVAILABLE as exc:
+            log.warning("database_unavailable", error=type(exc).__name__)
+            raise ServiceError(
+                503,
+                "database_unavailable",
+                "The scheduling database is not answering right now; please try again.",
+            ) from None
+
+
+def state_of(request: Request) -> State:
+    state: State = request.app.state.service
+    return state
+
+
+async def signed_body(request: Request, limit: int) -> bytes:
+    """The raw body of a /retell/* request, after its size and its signature are checked."""
+    state = state_of(request)
+    raw = await read_body(request, limit)
+    settings = state.settings
+    if settings.insecure_skip_signature_check:
+        return raw
+    key = settings.retell_api_key.get_secret_value() if settings.retell_api_key else ""
+    if not key or not signature_is_valid(
+        raw,
+        request.headers.get("x-retell-signature"),
+        key,
+        tolerance_seconds=settings.signature_tolerance_seconds,
+        now_ms=int(state.clock().timestamp() * 1000),
+    ):
+        raise ServiceError(401, "invalid_signature", "The X-Retell-Signature header is not valid.")
+    return raw

@@ -1,0 +1,197 @@
+"""A migrated database per test session, a clean state per test, the app with its lifespan, and
+a client that signs requests as Retell does."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+import respx
+from starlette.applications import Starlette
+
+from service.app import create_app
+from service.config import Settings
+from service.migrate import migrate
+from service.retell import sign
+from tests.factories import Clinic, create_clinic
+
+API_KEY = "test-retell-key-0123456789"
+LOCAL_SERVER = ("127.0.0.1", 5432)
+SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+
+APP_TABLES = (
+    "appointments, voicemails, call_scripts, staff_time_off, staff_availability, staff_members, "
+    "customer_call_logs, agent_configs, profiles, agent_configurations"
+)
+
+
+def _local_server_answers() -> bool:
+    try:
+        with socket.create_connection(LOCAL_SERVER, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server: the one on 127.0.0.1:5432 when it answers, else an embedded one."""
+    if os.environ.get("TEST_DATABASE_SERVER_URL"):
+        yield os.environ["TEST_DATABASE_SERVER_URL"]
+    elif _local_server_answers():
+        yield "postgresql://postgres@127.0.0.1:5432/postgres"
+    else:
+        from service.db import start_embedded
+
+        server = start_embedded(tmp_path_factory.mktemp("embedded"))
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = httpx.URL(url)
+    return str(parts.copy_with(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh database of this session's own, migrated; dropped at the end."""
+    name = f"svc_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'create database "{name}"')
+    finally:
+        await admin.close()
+    url = _with_database(server_url, name)
+    await migrate(url)
+    yield url
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection for arranging rows and asserting on them; tables start empty."""
+    conn = await asyncpg.connect(database_url)
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    await conn.execute(f"truncate {APP_TABLES}, auth.users cascade")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+class Clock:
+    """A settable clock for the app: now() is fixed until a test moves it."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now or datetime.now(UTC)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        retell_api_key=API_KEY,  # type: ignore[arg-type]
+        log_format="json",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+def make_app(settings: Settings, clock: Clock) -> Callable[..., Starlette]:
+    def build(**overrides: Any) -> Starlette:
+        return create_app(settings.model_copy(update=overrides), clock=clock)
+
+    return build
+
+
+@pytest.fixture
+async def app(
+    make_app: Callable[..., Starlette], db: asyncpg.Connection
+) -> AsyncIterator[Starlette]:
+    """The app with its lifespan running (pool and HTTP client open)."""
+    application = make_app()
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def no_outbound_http() -> Iterator[respx.MockRouter]:
+    """Every outbound HTTP call must be mocked by the test; an unmocked one fails."""
+    with respx.mock(assert_all_called=False) as router:
+        # The in-process app is reached through ASGITransport, which respx does not intercept.
+        yield router
+
+
+def signed_headers(
+    body: bytes, key: str = API_KEY, timestamp_ms: int | None = None
+) -> dict[str, str]:
+    return {"content-type": "application/json", "x-retell-signature": sign(body, key, timestamp_ms)}
+
+
+async def post_signed(
+    client: httpx.AsyncClient,
+    path: str,
+    body: Any,
+    *,
+    key: str = API_KEY,
+    timestamp_ms: int | None = None,
+    params: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST a body (an object, or exact bytes) with a valid Retell signature."""
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return await client.post(
+        path, content=raw, headers=signed_headers(raw, key, timestamp_ms), params=params
+    )
+
+
+def load_fixture(name: str) -> dict[str, Any]:
+    """One of Retell's example bodies from shared/retell/fixtures (a copy is kept in tests/)."""
+    for directory in (SHARED_DIR / "retell" / "fixtures", FIXTURES_DIR):
+        path = directory / name
+        if path.exists():
+            value: dict[str, Any] = orjson.loads(path.read_bytes())
+            return value
+    raise FileNotFoundError(name)
+
+
+@pytest.fixture
+async def clinic(db: asyncpg.Connection) -> Clinic:
+    """Brightside Dental: America/New_York, three staff, weekday hours with a lunch break."""
+    return await create_clinic(db)
