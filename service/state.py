@@ -93,8 +93,8 @@ class State:
     async def _release(self, conn: Any) -> None:
         try:
             await self.pool.release(conn, timeout=_RELEASE_TIMEOUT_SECONDS)
-        except Exception as exc:  # noqa: BLE001 (whatever failed, asyncpg has dropped the connection)
-            # asyncpg has already terminated the connection; the pool opens a new one.
+        except Exception as exc:
+            # Whatever failed, asyncpg has terminated the connection; the pool opens a new one.
             log.info("database_connection_dropped", error=type(exc).__name__)
 
 
