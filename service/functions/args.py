@@ -86,8 +86,15 @@ class Args(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    # What to ask the caller for when a field is missing or malformed.
+    # What to ask the caller for when a field is missing.
     ASK: ClassVar[dict[str, str]] = {}
+    # What to say when a field has a value of the wrong type or out of its range.
+    WRONG: ClassVar[dict[str, str]] = {
+        "staff_member_id": (
+            "That staff member id isn't one I know; could you give me the staff member's name?"
+        ),
+        "duration_minutes": "The duration must be between 5 and 480 minutes.",
+    }
 
     def for_database(self) -> dict[str, Any]:
         """The arguments as JSON for the database function: ISO dates, HH:MM times."""
@@ -128,10 +135,14 @@ def refusal_for(error: ValidationError, model: type[Args]) -> str:
             sentences.append(model.ASK[field])
             continue
         spoken_field = field.replace("_", " ")
-        code = str(item.get("ctx", {}).get("error", "")) or item["type"]
-        template = _GENERIC.get(code) or _GENERIC.get(item["type"])
-        if template is None:
-            template = model.ASK.get(field) or "The {field} doesn't look right; could you check it?"
+        code = str(item.get("ctx", {}).get("error", ""))
+        template = (
+            _GENERIC.get(code)
+            or model.WRONG.get(field)
+            or _GENERIC.get(item["type"])
+            or model.ASK.get(field)
+            or "The value given for {field} doesn't look right; could you check it?"
+        )
         sentences.append(template.format(field=spoken_field))
     return " ".join(dict.fromkeys(sentences))
 
