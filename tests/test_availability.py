@@ -73,7 +73,8 @@ async def test_break_splits_the_day(
 ) -> None:
     """Dr. Lee's lunch break (12:00-13:00) is never offered; the rest of her day is."""
     result = await check(client, clock, staff_name="Dr. Lee")
-    assert result["ok"] is True and result["available"] is True
+    assert result["ok"] is True
+    assert result["available"] is True
     assert result["timezone"] == "America/New_York"
     assert times(result) == LEE_WEDNESDAY
     assert {s["staff_name"] for s in result["slots"]} == {"Dr. Ada Lee"}
@@ -117,7 +118,8 @@ async def test_full_day_time_off_removes_the_day(
     await add_time_off(db, clinic.staff["Dr. Ada Lee"], date(2026, 12, 1), date(2026, 12, 3))
     result = await check(client, clock, staff_name="lee")
     assert result["ok"] is True
-    assert result["available"] is False and result["slots"] == []
+    assert result["available"] is False
+    assert result["slots"] == []
     assert result["message"] == (
         "I don't have any openings on Wednesday, December 2 with Dr. Ada Lee. "
         "Would another day work?"
@@ -147,7 +149,9 @@ async def test_business_hours_cut_the_working_windows(
     client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection
 ) -> None:
     """Business hours of 10:00-12:30 and 14:00-15:00 cut Dr. Lee's 9-17 day with its break."""
-    hours = {"wednesday": [{"open": "10:00", "close": "12:30"}, {"open": "14:00", "close": "15:00"}]}
+    hours = {
+        "wednesday": [{"open": "10:00", "close": "12:30"}, {"open": "14:00", "close": "15:00"}]
+    }
     await create_clinic(db, business_hours=hours)
     result = await check(client, clock, staff_name="Dr. Lee")
     assert times(result) == ["10:00", "10:30", "11:00", "11:30", "14:00", "14:30"]
@@ -159,7 +163,8 @@ async def test_weekday_missing_from_business_hours_is_closed(
     """A weekday absent from business_hours (or with an empty list) has no slots at all."""
     await create_clinic(db, business_hours={"monday": [{"open": "08:00", "close": "17:00"}]})
     result = await check(client, clock, days=2)
-    assert result["ok"] is True and result["slots"] == []
+    assert result["ok"] is True
+    assert result["slots"] == []
     await create_clinic(
         db, agent_id="agent_empty_list", business_hours={"wednesday": []}, with_staff=True
     )
@@ -310,7 +315,8 @@ async def test_out_of_range_arguments_are_refused(
     """Numbers out of range and malformed values are refusals with a sentence, not clamped."""
     result = await call(client, clock, "check_availability", {"date": WEDNESDAY, **args})
     assert result["ok"] is False
-    assert result["slots"] == [] and result["available"] is False
+    assert result["slots"] == []
+    assert result["available"] is False
     assert words in result["message"]
 
 
@@ -332,8 +338,10 @@ async def test_inactive_and_unbookable_staff_are_never_offered(
     client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
 ) -> None:
     """Only active, bookable staff members have slots."""
-    for name, kwargs in (("Ivy Gone", {"active": False}), ("Max Desk", {"bookable": False})):
-        staff = await add_staff(db, clinic, name, **kwargs)
+    for staff in (
+        await add_staff(db, clinic, "Ivy Gone", active=False),
+        await add_staff(db, clinic, "Max Desk", bookable=False),
+    ):
         await add_hours(db, staff, [3], time(7), time(8))
     result = await check(client, clock)
     assert {s["staff_name"] for s in result["slots"]} == {

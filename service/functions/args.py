@@ -61,14 +61,24 @@ def _strip_blank(value: Any) -> Any:
 
 LocalDate = Annotated[date, BeforeValidator(_parse_date)]
 LocalTime = Annotated[time, BeforeValidator(_parse_time)]
-Text = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=500)]
-LongText = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=4000)]
-Name = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=200)]
-Phone = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=40)]
+
+
+# Optional text: blank means absent, and the length limit applies to what is left.
+Text = Annotated[
+    Annotated[str, StringConstraints(max_length=500)] | None, BeforeValidator(_strip_blank)
+]
+LongText = Annotated[
+    Annotated[str, StringConstraints(max_length=4000)] | None, BeforeValidator(_strip_blank)
+]
+Name = Annotated[
+    Annotated[str, StringConstraints(max_length=200)] | None, BeforeValidator(_strip_blank)
+]
+Phone = Annotated[
+    Annotated[str, StringConstraints(max_length=40)] | None, BeforeValidator(_strip_blank)
+]
 Email = Annotated[
-    str | None,
+    Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None,
     BeforeValidator(_strip_blank),
-    StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
 ]
 
 
@@ -94,6 +104,8 @@ class Args(BaseModel):
             "That staff member id isn't one I know; could you give me the staff member's name?"
         ),
         "duration_minutes": "The duration must be between 5 and 480 minutes.",
+        "patient_email": "That email address doesn't look right; could you spell it again?",
+        "caller_email": "That email address doesn't look right; could you spell it again?",
     }
 
     def for_database(self) -> dict[str, Any]:
