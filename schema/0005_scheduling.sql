@@ -556,7 +556,22 @@ begin
       and a.appointment_date = (p_args ->> 'date')::date
       and (not p_args ? 'time' or a.appointment_time = (p_args ->> 'time')::time);
     if n = 0 then
-      return jsonb_build_object('problem', 'appointment_not_found');
+      -- Asked again after cancelling: the cancelled one, so that a repeat is answered kindly.
+      select count(*), coalesce(jsonb_agg(appointment_json(a, s.staff_name) order by a.starts_at), '[]')
+        into n, matches
+      from caller_appointments(cfg, p_call, p_args) a
+      join staff_members s on s.id = a.staff_member_id
+      where a.status = 'cancelled' and a.starts_at >= p_now
+        and a.appointment_date = (p_args ->> 'date')::date
+        and (not p_args ? 'time' or a.appointment_time = (p_args ->> 'time')::time)
+        and not exists (
+          select 1 from appointments b
+          where b.appointment_date = a.appointment_date and b.appointment_time = a.appointment_time
+            and b.staff_member_id = a.staff_member_id and b.status <> 'cancelled'
+        );
+      if n <> 1 then
+        return jsonb_build_object('problem', 'appointment_not_found');
+      end if;
     elsif n > 1 then
       return jsonb_build_object('problem', 'ambiguous_appointment', 'choices', matches);
     end if;
@@ -632,6 +647,10 @@ begin
     return chosen || jsonb_build_object('timezone', cfg.timezone, 'today', today);
   end if;
   current := chosen -> 'appointment';
+  if current ->> 'status' = 'cancelled' then
+    return jsonb_build_object('problem', 'appointment_cancelled', 'timezone', cfg.timezone,
+                              'appointment', current);
+  end if;
   if current ->> 'status' not in ('scheduled', 'confirmed')
      or (current ->> 'start')::timestamptz < p_now then
     return jsonb_build_object('problem', 'appointment_not_movable', 'timezone', cfg.timezone,
