@@ -336,7 +336,7 @@ async def test_clinics_never_see_each_others_rows(
         ),
     ):
         result = await call(client, clock, name, args)
-        assert result["ok"] is False and result["reason"] == "appointment_not_found", name
+        assert (result["ok"], result["reason"]) == (False, "appointment_not_found"), name
     row = await status_of(db, theirs)
     assert (row["status"], row["appointment_date"]) == ("scheduled", DEC_2)
 
