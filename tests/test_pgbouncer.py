@@ -1,4 +1,4 @@
-"""Every function and webhook behind a real PgBouncer in transaction mode (Supabase's pooler mode)."""
+"""Every function and webhook behind a real PgBouncer in transaction mode (as Supabase pools)."""
 
 from __future__ import annotations
 
