@@ -176,6 +176,8 @@ async def test_booking_black_holed_midway_writes_nothing_and_recovers(
 
 
 async def _waiting_backends(db: asyncpg.Connection, database: str) -> int:
+    # Inside a transaction the statistics views keep their first snapshot unless cleared.
+    await db.execute("select pg_stat_clear_snapshot()")
     count: int = await db.fetchval(
         """
         select count(*) from pg_stat_activity
