@@ -82,10 +82,8 @@ class ServiceProcess:
         """The exit code, waiting at most `within` seconds (then the process is killed)."""
         assert self.process is not None
         try:
-            async with asyncio.timeout(within):
-                while self.process.poll() is None:
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
+            await asyncio.to_thread(self.process.wait, within)
+        except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
             raise AssertionError(

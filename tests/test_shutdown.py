@@ -17,9 +17,9 @@ import pytest
 from tests.conftest import signed_headers
 from tests.factories import Clinic
 from tests.service_process import ServiceProcess, local_http
+from tests.test_faults import availability_body, booking_body
 
 pytestmark = pytest.mark.usefixtures(local_http.__name__)
-from tests.test_faults import availability_body, booking_body
 
 PORT = 18320
 EMBEDDED_PORT = 18321
