@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import db, functions, webhooks
+from service import db, functions, logs, webhooks
 from service.config import Settings
 from service.errors import ServiceError, error_response, json_response
 from service.state import DATABASE_UNAVAILABLE, State, state_of, utc_now
@@ -126,6 +126,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         )
         http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
         app.state.service = State(settings=settings, pool=pool, http=http, clock=clock)
+        if settings.retell_api_key is not None:
+            logs.hide(settings.retell_api_key.get_secret_value())
         if settings.insecure_skip_signature_check:
             structlog.get_logger(__name__).warning(
                 "signature_check_disabled",

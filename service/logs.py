@@ -19,6 +19,16 @@ _PHONE_KEYS = frozenset({"from_number", "to_number", "phone", "patient_phone", "
 _TEXT_KEYS = frozenset({"transcript", "message_text", "body"})
 
 
+# Secret values (the Retell API key) scrubbed from any text of any event, tracebacks included.
+_SECRET_VALUES: set[str] = set()
+
+
+def hide(secret: str) -> None:
+    """Never write `secret` out, whatever event or exception text it turns up in."""
+    if len(secret) >= 8:
+        _SECRET_VALUES.add(secret)
+
+
 def mask_phone(value: str) -> str:
     """Keep a phone number's last two digits, enough to tell calls apart in a log."""
     digits = [c for c in value if c.isdigit()]
@@ -37,9 +47,25 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
             event[key] = f"[{len(value)} chars]"
         elif lowered in _PHONE_KEYS and isinstance(value, str):
             event[key] = mask_phone(value)
-        elif isinstance(value, str) and _PHONE.search(value):
-            event[key] = _PHONE.sub(lambda m: mask_phone(m.group(0)), value)
+        elif isinstance(value, str):
+            event[key] = _scrub(value)
     return event
+
+
+def _scrub_text(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = _scrub(value)
+    return event
+
+
+def _scrub(value: str) -> str:
+    for secret in _SECRET_VALUES:
+        if secret in value:
+            value = value.replace(secret, "[redacted]")
+    if _PHONE.search(value):
+        value = _PHONE.sub(lambda m: mask_phone(m.group(0)), value)
+    return value
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
@@ -75,6 +101,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            # Now that tracebacks are text: an exception's message can quote a number or the key.
+            _scrub_text,
             renderer,
         ],
     )
