@@ -1,4 +1,4 @@
-"""Tenant isolation: another clinic's ids, used through every function and webhook, reach nothing."""
+"""Tenant isolation: another clinic's ids, through every function and webhook, reach nothing."""
 
 from __future__ import annotations
 
