@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import db, functions
+from service import db, functions, webhooks
 from service.config import Settings
 from service.errors import ServiceError, error_response, json_response
 from service.state import DATABASE_UNAVAILABLE, State, state_of, utc_now
@@ -109,6 +109,8 @@ def routes() -> list[Route]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/retell/functions/{function_name}", functions.endpoint, methods=["POST"]),
+        Route("/retell/webhook", webhooks.call_event, methods=["POST"]),
+        Route("/retell/inbound", webhooks.inbound, methods=["POST"]),
     ]
 
 
