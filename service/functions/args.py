@@ -78,7 +78,12 @@ def _positive_minutes(value: int | None) -> int | None:
     return value
 
 
-Minutes = Annotated[int | None, AfterValidator(_positive_minutes)]
+# The range is checked by the validator (its own refusal sentence) and told to the LLM's schema.
+Minutes = Annotated[
+    int | None,
+    AfterValidator(_positive_minutes),
+    Field(json_schema_extra={"minimum": 5, "maximum": 480}),
+]
 
 
 class Args(BaseModel):
