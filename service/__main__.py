@@ -76,7 +76,7 @@ def _tools(settings: Settings, args: argparse.Namespace) -> int:
     from service import cli_tools
 
     if not args.sync:
-        return cli_tools.print_tools(args.base_url or cli_tools.PLACEHOLDER_BASE_URL)
+        return cli_tools.print_tools(args.base_url or cli_tools.PLACEHOLDER_BASE_URL, sys.stdout)
     if not args.llm_id or not args.base_url:
         print("tools --sync needs --llm-id and --base-url.", file=sys.stderr)
         return cli_tools.EXIT_USAGE
@@ -91,7 +91,9 @@ def _tools(settings: Settings, args: argparse.Namespace) -> int:
             settings.retell_api_key.get_secret_value(),
             settings.http_timeout_seconds,
         ) as client:
-            return await cli_tools.sync_tools(client, args.llm_id, args.base_url, apply=args.apply)
+            return await cli_tools.sync_tools(
+                client, args.llm_id, args.base_url, apply=args.apply, out=sys.stdout, err=sys.stderr
+            )
 
     return asyncio.run(run())
 
@@ -129,9 +131,16 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
         async with cli_call.service_client(args.base_url, settings.http_timeout_seconds) as client:
             if args.function == "simulate":
                 return await cli_call.simulate(
-                    client, key, identity, patient_name=args.patient_name
+                    client,
+                    key,
+                    identity,
+                    patient_name=args.patient_name,
+                    out=sys.stdout,
+                    err=sys.stderr,
                 )
-            return await cli_call.call_function(client, key, identity, args.function, function_args)
+            return await cli_call.call_function(
+                client, key, identity, args.function, function_args, out=sys.stdout, err=sys.stderr
+            )
 
     return asyncio.run(run())
 

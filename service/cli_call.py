@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -113,8 +112,8 @@ async def call_function(
     function: str,
     args: dict[str, Any],
     *,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
     """One custom-function request; prints what the agent would say and the JSON."""
     caller = Caller(client, key, out)
@@ -198,8 +197,8 @@ async def simulate(
     identity: CallIdentity,
     *,
     patient_name: str = "Sam Simulated",
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
     """A whole call: inbound, availability, booking, the call's events, then what was stored."""
     caller = Caller(client, key, out)

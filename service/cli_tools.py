@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -188,7 +187,7 @@ def tool_definitions(base_url: str) -> list[dict[str, Any]]:
     return [tool_definition(f, base_url) for f in functions().values()]
 
 
-def print_tools(base_url: str, out: TextIO = sys.stdout) -> int:
+def print_tools(base_url: str, out: TextIO) -> int:
     out.write(orjson.dumps(tool_definitions(base_url), option=orjson.OPT_INDENT_2).decode())
     out.write("\n")
     return EXIT_OK
@@ -310,8 +309,8 @@ async def sync_tools(
     base_url: str,
     *,
     apply: bool,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
     """Show (and with apply, write) the difference between the LLM's tools and ours."""
     try:
