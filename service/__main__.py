@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -72,9 +73,15 @@ def _serve(settings: Settings, *, demo: bool) -> int:
     return 0
 
 
+def _quiet_http_logs() -> None:
+    # The operator commands print each request themselves; httpx's own line per request is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def _tools(settings: Settings, args: argparse.Namespace) -> int:
     from service import cli_tools
 
+    _quiet_http_logs()
     if not args.sync:
         return cli_tools.print_tools(args.base_url or cli_tools.PLACEHOLDER_BASE_URL, sys.stdout)
     if not args.llm_id or not args.base_url:
@@ -103,6 +110,7 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
 
     from service import cli_call
 
+    _quiet_http_logs()
     if args.key_file:
         try:
             key = Path(args.key_file).read_text(encoding="utf-8").strip()
