@@ -156,7 +156,7 @@ def _clean(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if default is not None:
         described = out.get("description", "").rstrip()
         if "default" not in described.lower():
-            sentence = f"Default: {default}."
+            sentence = f"Default: {orjson.dumps(default).decode()}."
             out["description"] = f"{described} {sentence}".strip()
     return out
 

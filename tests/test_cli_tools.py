@@ -60,6 +60,10 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
         {"patient_name": "Maria Gonzalez", "date": "2026-12-02"},
         {"date": "2026-12-02", "time": "09:00"},
         {"patient_name": "Maria Gonzalez", "date": "2026-12-02", "time": "09:00", "notes": "x"},
+        {"patient_name": "M", "date": "2026-12-02", "time": "09:00", "patient_email": "m@x.org"},
+        {"patient_name": "M", "date": "2026-12-02", "time": "09:00", "patient_email": "m@x"},
+        {"patient_name": "M", "date": "2026-12-02", "time": "09:00", "staff_role": "x" * 501},
+        {"patient_name": "M", "date": "2026-12-02", "time": "09:00", "staff_role": "x" * 500},
     ],
     "find_appointments": [{}, {"patient_name": "Maria", "patient_phone": "+16175550187"}],
     "cancel_appointment": [

@@ -65,10 +65,13 @@ Text = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(ma
 LongText = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=4000)]
 Name = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=200)]
 Phone = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=40)]
+_EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# pydantic leaves a pattern on an optional string out of the JSON Schema; the LLM should see it.
 Email = Annotated[
     str | None,
     BeforeValidator(_strip_blank),
-    StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    StringConstraints(max_length=254, pattern=_EMAIL_PATTERN),
+    Field(json_schema_extra={"pattern": _EMAIL_PATTERN}),
 ]
 
 
