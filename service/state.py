@@ -16,6 +16,7 @@ from starlette.requests import Request
 from service import db
 from service.config import Settings
 from service.errors import ServiceError
+from service.metrics import Metrics
 from service.retell import read_body, signature_is_valid
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,7 @@ class State:
     pool: db.Pool
     http: httpx.AsyncClient
     clock: Callable[[], datetime] = field(default=utc_now)
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Run one statement on a pooled connection within the service's deadline.
@@ -54,8 +56,12 @@ class State:
         settings = self.settings
         try:
             async with asyncio.timeout(settings.request_deadline_seconds):
-                async with self.pool.acquire(timeout=settings.pool_acquire_timeout_seconds) as conn:
+                with self.metrics.pool_waiting.track_inprogress():
+                    conn = await self.pool.acquire(timeout=settings.pool_acquire_timeout_seconds)
+                try:
                     return await conn.fetchval(sql, *args)
+                finally:
+                    await self.pool.release(conn)
         except DATABASE_UNAVAILABLE as exc:
             log.warning("database_unavailable", error=type(exc).__name__)
             raise ServiceError(
