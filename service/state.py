@@ -16,6 +16,7 @@ from starlette.requests import Request
 from service import db
 from service.config import Settings
 from service.errors import ServiceError
+from service.metrics import Metrics
 from service.retell import read_body, signature_is_valid
 
 log = structlog.get_logger(__name__)
@@ -50,6 +51,7 @@ class State:
     pool: db.Pool
     http: httpx.AsyncClient
     clock: Callable[[], datetime] = field(default=utc_now)
+    metrics: Metrics = field(default_factory=Metrics)
     _releasing: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
@@ -77,9 +79,10 @@ class State:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        conn = await self.pool.acquire(
-            timeout=min(seconds, self.settings.pool_acquire_timeout_seconds)
-        )
+        with self.metrics.pool_waiting.track_inprogress():
+            conn = await self.pool.acquire(
+                timeout=min(seconds, self.settings.pool_acquire_timeout_seconds)
+            )
         try:
             value = await conn.fetchval(sql, *args, timeout=max(deadline - loop.time(), 0.001))
         except BaseException:

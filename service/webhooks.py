@@ -117,10 +117,12 @@ async def call_event(request: Request) -> Response:
     raw = await signed_body(request, state.settings.max_webhook_body_bytes)
     body = parse_object(raw)
     event_name = body.get("event")
+    # Not `event`: that key is the log line's own name in structlog.
     structlog.contextvars.bind_contextvars(
-        event=event_name if isinstance(event_name, str) else None
+        retell_event=event_name if isinstance(event_name, str) else None
     )
-    if event_name not in STORED_EVENTS:
+    # Any JSON value may arrive here (a list is not even hashable): only known names are stored.
+    if not isinstance(event_name, str) or event_name not in STORED_EVENTS:
         return Response(status_code=204)
     try:
         event = CallEvent.model_validate(body)
@@ -161,7 +163,7 @@ async def inbound(request: Request) -> Response:
         raise ServiceError(400, "malformed_event", validation_message(error)) from None
     call = envelope.call_inbound
     structlog.contextvars.bind_contextvars(
-        event="call_inbound", call_id=call.call_id, agent_id=call.agent_id
+        retell_event="call_inbound", call_id=call.call_id, agent_id=call.agent_id
     )
     if not call.agent_id:
         return json_response({"call_inbound": {}})

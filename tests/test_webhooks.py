@@ -366,3 +366,15 @@ async def test_call_ending_before_it_starts_is_refused(
     assert response.status_code == 422
     assert response.json()["error"] == "inconsistent_call"
     assert await db.fetchval("select count(*) from customer_call_logs") == 0
+
+
+async def test_text_the_database_cannot_hold_is_400(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """A NUL character or a lone surrogate in the transcript is 400 with the error shape."""
+    for text in (b"\\u0000", b"\\ud800"):
+        raw = orjson.dumps(event("call_ended", transcript="marker")).replace(b"marker", text)
+        response = await post_signed(client, "/retell/webhook", raw)
+        assert response.status_code == 400, response.text
+        assert set(response.json()) == {"error", "message"}
+    assert await db.fetchval("select count(*) from customer_call_logs") == 0
