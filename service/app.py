@@ -144,6 +144,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         warming = asyncio.create_task(
             db.warm_pool(pool, settings.pool_min_size, settings.request_deadline_seconds)
         )
+        # A database that answers is warm before the first request; one that doesn't delays
+        # the start by at most this, and the pool keeps warming in the background.
+        await asyncio.wait({warming}, timeout=settings.ready_timeout_seconds)
         http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
         app.state.service = State(
             settings=settings, pool=pool, http=http, clock=clock, metrics=app_metrics

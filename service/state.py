@@ -90,7 +90,9 @@ class State:
             self._releasing.add(task)
             task.add_done_callback(self._releasing.discard)
             raise
-        await self.pool.release(conn, timeout=_RELEASE_TIMEOUT_SECONDS)
+        # The answer is in hand (a booking may be committed): a failed release only drops the
+        # connection, it never turns the answer into an error.
+        await self._release(conn)
         return value
 
     async def _release(self, conn: Any) -> None:

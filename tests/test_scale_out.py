@@ -54,8 +54,9 @@ async def test_concurrent_bookings_through_two_processes_never_overlap(
     two_services: list[ServiceProcess], db: asyncpg.Connection, clinic: Clinic
 ) -> None:
     """Forty bookings of overlapping times, split over two processes at once, give one row."""
-    # 09:45, 10:00 and 10:15 (30 minutes each) all overlap 10:00-10:30 with Dr. Lee.
-    times = ("10:00", "09:45", "10:15", "10:00")
+    # 30 minutes each from 09:45, 09:50, 10:00 and 10:10: every pair overlaps (10:10-10:15 is
+    # in all of them), so exactly one of them can be booked with Dr. Lee.
+    times = ("10:00", "09:45", "10:10", "09:50")
     clients = [httpx.AsyncClient(base_url=s.base_url, timeout=15) for s in two_services]
     try:
 
