@@ -90,6 +90,10 @@ def _tools(settings: Settings, args: argparse.Namespace) -> int:
     if settings.retell_api_key is None:
         print("tools --sync needs RETELL_API_KEY (your Retell API key).", file=sys.stderr)
         return cli_tools.EXIT_USAGE
+    problem = cli_tools.base_url_problem(args.base_url)
+    if problem:
+        print(problem, file=sys.stderr)
+        return cli_tools.EXIT_USAGE
 
     async def run() -> int:
         assert settings.retell_api_key is not None

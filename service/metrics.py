@@ -101,7 +101,7 @@ class Metrics:
         )
         self.bookings = Counter(
             "bookings",
-            "Bookings and moves made, or refused (by reason).",
+            "Booking and move answers: booked, or refused by reason (a retry is counted again).",
             ["function", "outcome", "reason"],
             registry=self.registry,
         )

@@ -332,13 +332,17 @@ def test_merge_replaces_only_our_names() -> None:
 def test_sync_command_needs_key_and_ids(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`tools --sync` without --llm-id or without RETELL_API_KEY is a usage error (exit 2)."""
+    """`tools --sync` without --llm-id, RETELL_API_KEY or a public URL is a usage error (2)."""
     monkeypatch.delenv("RETELL_API_KEY", raising=False)
     monkeypatch.chdir("/")  # no .env file to pick a key up from
     assert main(["tools", "--sync", "--base-url", BASE]) == 2
     assert "--llm-id" in capsys.readouterr().err
     assert main(["tools", "--sync", "--llm-id", LLM_ID, "--base-url", BASE]) == 2
     assert "RETELL_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("RETELL_API_KEY", "key_env")
+    local = "http://127.0.0.1:8080"
+    assert main(["tools", "--sync", "--llm-id", LLM_ID, "--base-url", local]) == 2
+    assert "Retell needs the service's public URL" in capsys.readouterr().err
 
 
 def test_sync_command_runs_against_retell(
