@@ -117,6 +117,7 @@ def test_every_function_has_a_tool_with_its_url_and_required_fields() -> None:
         model_required = {n for n, f in function.args.model_fields.items() if f.is_required()}
         assert set(tool["parameters"].get("required", [])) == model_required
         assert set(tool["parameters"]["properties"]) <= set(function.args.model_fields)
+        Draft202012Validator.check_schema(tool["parameters"])
 
 
 def test_schema_is_clean_for_an_llm() -> None:
