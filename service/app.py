@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import db, functions, metrics
+from service import db, functions, metrics, webhooks
 from service.config import Settings
 from service.errors import ServiceError, error_response, json_response
 from service.state import DATABASE_UNAVAILABLE, State, state_of, utc_now
@@ -33,9 +33,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     state = state_of(request)
     try:
-        async with asyncio.timeout(state.settings.ready_timeout_seconds):
-            async with state.pool.acquire() as conn:
-                await conn.fetchval("select 1")
+        await state.fetchval_within(state.settings.ready_timeout_seconds, "select 1")
     except TimeoutError:
         return _not_ready("timeout", "The database did not answer within the time limit.")
     except DATABASE_UNAVAILABLE:
@@ -126,6 +124,8 @@ def routes() -> list[Route]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/retell/functions/{function_name}", functions.endpoint, methods=["POST"]),
+        Route("/retell/webhook", webhooks.call_event, methods=["POST"]),
+        Route("/retell/inbound", webhooks.inbound, methods=["POST"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
 
@@ -141,6 +141,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await db.create_pool(database_url, settings)
+        warming = asyncio.create_task(
+            db.warm_pool(pool, settings.pool_min_size, settings.request_deadline_seconds)
+        )
         http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
         app.state.service = State(
             settings=settings, pool=pool, http=http, clock=clock, metrics=app_metrics
@@ -156,8 +159,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
             yield
         finally:
             app_metrics.watch_pool(None)
+            warming.cancel()
             await http.aclose()
-            await asyncio.wait_for(pool.close(), timeout=5)
+            await db.close_pool(pool, within_seconds=3)
 
     app = Starlette(
         routes=routes(),
