@@ -122,6 +122,7 @@ async def call_event(request: Request) -> Response:
         retell_event=event_name if isinstance(event_name, str) else None
     )
     if event_name not in STORED_EVENTS:
+        state.metrics.webhook_event(str(event_name), "ignored")
         return Response(status_code=204)
     try:
         event = CallEvent.model_validate(body)
@@ -142,10 +143,13 @@ async def call_event(request: Request) -> Response:
     if result.get("problem") == "unknown_agent":
         # Acknowledged all the same: a retry would meet the same answer.
         log.warning("call_event_unknown_agent")
+        state.metrics.webhook_event(event.event, "unknown_agent")
         return Response(status_code=204)
     if result.get("problem") == "no_call_id":
         raise ServiceError(400, "malformed_event", "The call has an empty `call_id`.")
     structlog.contextvars.bind_contextvars(call_status=result.get("call_status"))
+    # `duplicate` is counted once rx_call_event reports that it already held this event.
+    state.metrics.webhook_event(event.event, "duplicate" if result.get("duplicate") else "stored")
     return Response(status_code=204)
 
 
@@ -174,10 +178,13 @@ async def inbound(request: Request) -> Response:
     except (TimeoutError, ServiceError, asyncpg.PostgresError) as error:
         # Retell's defaults now are better than a caller hearing rings while it retries.
         log.warning("inbound_fallback", error=type(error).__name__)
+        state.metrics.webhook_event("call_inbound", "fallback")
         return json_response({"call_inbound": {}})
     if found is None:
         log.warning("inbound_unknown_agent")
+        state.metrics.webhook_event("call_inbound", "unknown_agent")
         return json_response({"call_inbound": {}})
+    state.metrics.webhook_event("call_inbound", "answered")
     return json_response({"call_inbound": {"dynamic_variables": dynamic_variables(found)}})
 
 
