@@ -21,6 +21,7 @@ from service.cli_tools import (
     EXIT_SERVER_ERROR,
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
+    STYLES,
     llm_schema,
     merge_tools,
     retell_client,
@@ -361,3 +362,8 @@ def test_sync_command_runs_against_retell(
     assert main(argv) == 0
     assert patch.calls[0].request.headers["authorization"] == "Bearer key_env"
     assert "Updated" in capsys.readouterr().out
+
+
+def test_every_style_belongs_to_a_function() -> None:
+    """Tool styles are keyed by real function names, so a rename can't silently drop one."""
+    assert set(STYLES) == set(functions())
