@@ -53,7 +53,7 @@ class CallAnalysis(BaseModel):
     user_sentiment: str | None = None
     call_successful: StrictBool | None = None
     in_voicemail: StrictBool | None = None
-    custom_analysis_data: dict[str, Any] | None = None
+    custom_analysis_data: Any = None
 
 
 class EventCall(BaseModel):
@@ -73,11 +73,12 @@ class EventCall(BaseModel):
     duration_ms: StrictInt | None = None
     disconnection_reason: str | None = None
     transcript: str | None = None
-    transcript_object: list[Any] | None = None
+    # Stored as JSON whatever their shape: only fields the database casts are typed strictly.
+    transcript_object: Any = None
     recording_url: str | None = None
     public_log_url: str | None = None
-    call_cost: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    call_cost: Any = None
+    metadata: Any = None
     call_analysis: CallAnalysis | None = None
 
 
@@ -91,6 +92,8 @@ class CallEvent(BaseModel):
 
 
 class InboundCall(BaseModel):
+    """The inbound call Retell is about to connect; every field is optional on Retell's side."""
+
     model_config = ConfigDict(extra="ignore")
 
     agent_id: str | None = None
