@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -14,7 +13,7 @@ from starlette.responses import Response
 from service.errors import ServiceError, json_response
 from service.retell import parse_object, validation_message
 from service.speech import spoken_date, spoken_list, spoken_time
-from service.state import signed_body, state_of
+from service.state import DATABASE_UNAVAILABLE, signed_body, state_of
 
 log = structlog.get_logger(__name__)
 
@@ -23,6 +22,7 @@ STORED_EVENTS = frozenset({"call_started", "call_ended", "call_analyzed"})
 # Retell rings the caller while it waits for the inbound answer, and retries for 10 s each; past
 # this the agent starts with its own defaults rather than keep the caller waiting.
 INBOUND_DEADLINE_SECONDS = 0.8
+INBOUND_FAILURES: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
 
 # The dynamic variables every inbound answer carries; "" when one doesn't apply, because Retell
 # speaks an unset variable literally.
@@ -170,11 +170,10 @@ async def inbound(request: Request) -> Response:
     if not call.agent_id:
         return json_response({"call_inbound": {}})
     try:
-        async with asyncio.timeout(INBOUND_DEADLINE_SECONDS):
-            found = await state.fetchval(
-                INBOUND_SQL, call.agent_id, call.from_number, state.clock()
-            )
-    except (TimeoutError, ServiceError, asyncpg.PostgresError) as error:
+        found = await state.fetchval_within(
+            INBOUND_DEADLINE_SECONDS, INBOUND_SQL, call.agent_id, call.from_number, state.clock()
+        )
+    except INBOUND_FAILURES as error:
         # Retell's defaults now are better than a caller hearing rings while it retries.
         log.warning("inbound_fallback", error=type(error).__name__)
         return json_response({"call_inbound": {}})
