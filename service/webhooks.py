@@ -124,7 +124,7 @@ async def call_event(request: Request) -> Response:
     structlog.contextvars.bind_contextvars(
         retell_event=event_name if isinstance(event_name, str) else None
     )
-    if event_name not in STORED_EVENTS:
+    if not isinstance(event_name, str) or event_name not in STORED_EVENTS:
         return Response(status_code=204)
     try:
         event = CallEvent.model_validate(body)
