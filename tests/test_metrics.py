@@ -98,6 +98,11 @@ async def test_pool_sizes_are_read_at_scrape_time(
 ) -> None:
     """The pool's maximum, idle and in-use connections are reported from the live pool."""
     state: State = app.state.service
+    # Let the lifespan's background warm-up hand its connections back first.
+    for _ in range(100):
+        if state.pool.get_idle_size() == state.pool.get_size() >= state.settings.pool_min_size:
+            break
+        await asyncio.sleep(0.02)
     scraped = (await client.get("/metrics")).text
     assert f"db_pool_max_connections {float(state.settings.pool_max_size)}" in scraped
     idle = _value(app, "db_pool_connections", state="idle")
