@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -189,11 +189,11 @@ async def test_unexpected_error_is_json_500_without_traceback(
 
 
 @pytest.fixture
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No service variable inherited from the machine running the tests."""
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
-    yield monkeypatch
+    return monkeypatch
 
 
 def test_settings_read_from_environment(clean_environment: pytest.MonkeyPatch) -> None:
@@ -235,7 +235,9 @@ def test_settings_defaults(clean_environment: pytest.MonkeyPatch) -> None:
     assert settings.min_notice_minutes == 60
 
 
-@pytest.mark.parametrize(("name", "value"), [("PORT", "0"), ("PORT", "http"), ("LOG_LEVEL", "LOUD")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("PORT", "0"), ("PORT", "http"), ("LOG_LEVEL", "LOUD")]
+)
 def test_settings_refuse_bad_values(
     clean_environment: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
@@ -247,7 +249,7 @@ def test_settings_refuse_bad_values(
 
 def test_env_example_lists_every_setting() -> None:
     """.env.example documents every setting the service reads."""
-    example = (os.path.dirname(__file__) + "/../.env.example")
+    example = os.path.dirname(__file__) + "/../.env.example"
     with open(example, encoding="utf-8") as handle:
         text = handle.read()
     missing = [n.upper() for n in Settings.model_fields if n.upper() not in text]
@@ -326,35 +328,23 @@ def _bad_signatures(raw: bytes) -> dict[str, str | None]:
     }
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "missing",
-        "empty",
-        "malformed",
-        "uppercase_digest",
-        "no_timestamp",
-        "stale",
-        "future",
-        "wrong_key",
-        "other_body",
-    ],
-)
 async def test_bad_signature_is_401_and_writes_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic, kind: str
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic
 ) -> None:
     """A missing, malformed, stale, future or wrong signature gets a JSON 401 and stores nothing."""
     raw = _voicemail_body(clinic)
-    header = _bad_signatures(raw)[kind]
-    headers = {"content-type": "application/json"}
-    if header is not None:
-        headers["x-retell-signature"] = header
-    response = await client.post("/retell/functions/leave_voicemail", content=raw, headers=headers)
-    assert response.status_code == 401
-    assert response.json() == {
-        "error": "invalid_signature",
-        "message": "The X-Retell-Signature header is not valid.",
-    }
+    for kind, header in _bad_signatures(raw).items():
+        headers = {"content-type": "application/json"}
+        if header is not None:
+            headers["x-retell-signature"] = header
+        response = await client.post(
+            "/retell/functions/leave_voicemail", content=raw, headers=headers
+        )
+        assert response.status_code == 401, kind
+        assert response.json() == {
+            "error": "invalid_signature",
+            "message": "The X-Retell-Signature header is not valid.",
+        }, kind
     assert await db.fetchval("select count(*) from voicemails") == 0
     assert await db.fetchval("select count(*) from customer_call_logs") == 0
 

@@ -144,7 +144,9 @@ async def test_two_processes_at_once_apply_each_file_once(empty_database: str) -
     )
     assert (code_a, code_b) == (0, 0), (log_a, log_b)
     applied = [
-        line["version"] for line in log_a + log_b if line.get("event") == "migration_applied"
+        int(str(line["version"]))
+        for line in log_a + log_b
+        if line.get("event") == "migration_applied"
     ]
     assert sorted(applied) == SCHEMA_VERSIONS
     ledger = await _query(empty_database, LEDGER)
@@ -195,7 +197,7 @@ async def test_failing_migration_rolls_back_only_itself(
 def test_files_must_be_numbered_without_gaps(tmp_path: Path, names: list[str]) -> None:
     """Files are NNNN_name.sql numbered 1..N; anything else stops the run before it starts."""
     schema = _write(tmp_path / "schema", {name: "select 1;" for name in names})
-    with pytest.raises(ValueError, match="NNNN_description|without gaps"):
+    with pytest.raises(ValueError, match=r"NNNN_description|without gaps"):
         load_migrations(schema)
 
 

@@ -189,9 +189,7 @@ async def test_user_cannot_give_rows_away(db: asyncpg.Connection, tenants: Tenan
     """User A cannot move A's configuration or staff member to user B."""
     async with signed_in(db, tenants.a.user_id):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await db.execute(
-                "update agent_configurations set user_id = $1", tenants.b.user_id
-            )
+            await db.execute("update agent_configurations set user_id = $1", tenants.b.user_id)
     async with signed_in(db, tenants.a.user_id):
         with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.CheckViolationError)):
             await db.execute("update staff_members set user_id = $1", tenants.b.user_id)

@@ -101,8 +101,8 @@ async def _configure(db: asyncpg.Connection, **columns: Any) -> None:
         ({"monday": {"open": "09:00", "close": "17:00"}}, "must be a list"),
         ({"monday": [{"open": "9am", "close": "17:00"}]}, "not HH:MM"),
         ({"monday": [{"open": "09:00", "close": "24:30"}]}, "not HH:MM"),
-        ({"monday": [{"open": "09:00"}]}, "need \"open\" and \"close\""),
-        ({"monday": [{"open": 9, "close": 17}]}, "need \"open\" and \"close\""),
+        ({"monday": [{"open": "09:00"}]}, 'need "open" and "close"'),
+        ({"monday": [{"open": 9, "close": 17}]}, 'need "open" and "close"'),
         ({"monday": [{"open": "17:00", "close": "09:00"}]}, "closes before it opens"),
         ({"monday": [{"open": "09:00", "close": "09:00"}]}, "closes before it opens"),
         (
@@ -402,10 +402,11 @@ async def test_appointment_instants_derived_in_clinic_zone(
     ends: str,
 ) -> None:
     """starts_at/ends_at are the local date and time in America/New_York, first occurrence."""
-    appointment = await add_appointment(
-        db, clinic.staff["Dr. Ada Lee"], on, at, duration=minutes
+    appointment = await add_appointment(db, clinic.staff["Dr. Ada Lee"], on, at, duration=minutes)
+    row = await db.fetchrow(
+        "select starts_at, ends_at from appointments where id = $1", appointment
     )
-    row = await db.fetchrow("select starts_at, ends_at from appointments where id = $1", appointment)
+    assert row is not None
     assert row["starts_at"] == datetime.fromisoformat(starts).replace(tzinfo=UTC)
     assert row["ends_at"] == datetime.fromisoformat(ends).replace(tzinfo=UTC)
 
@@ -530,11 +531,13 @@ async def test_wellformed_script_conditions_accepted(
     db: asyncpg.Connection, clinic: Clinic
 ) -> None:
     """Every documented condition key together is accepted, and so are none."""
-    conditions = {"weekdays": ["saturday", "sunday"], "after": "18:00", "before": "08:00",
-                  "open": False}
-    await db.execute(
-        SCRIPT, clinic.configuration_id, None, "after_hours", conditions
-    )
+    conditions = {
+        "weekdays": ["saturday", "sunday"],
+        "after": "18:00",
+        "before": "08:00",
+        "open": False,
+    }
+    await db.execute(SCRIPT, clinic.configuration_id, None, "after_hours", conditions)
     await db.execute(SCRIPT, clinic.configuration_id, None, "greeting", None)
     assert await db.fetchval("select count(*) from call_scripts") == 2
 
