@@ -74,15 +74,26 @@ async def migrate(url: str, directory: Path = SCHEMA_DIR) -> list[int]:
                             name=migration.name,
                         )
                     continue
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "insert into schema_migrations (version, name, checksum)"
-                        " values ($1, $2, $3)",
-                        migration.version,
-                        migration.name,
-                        migration.checksum,
+                try:
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)
+                        await conn.execute(
+                            "insert into schema_migrations (version, name, checksum)"
+                            " values ($1, $2, $3)",
+                            migration.version,
+                            migration.name,
+                            migration.checksum,
+                        )
+                except asyncpg.PostgresError as error:
+                    # Say which file failed: the server's message alone does not.
+                    log.error(
+                        "migration_failed",
+                        version=migration.version,
+                        name=migration.name,
+                        error=str(error),
+                        sqlstate=error.sqlstate,
                     )
+                    raise
                 applied_now.append(migration.version)
                 log.info("migration_applied", version=migration.version, name=migration.name)
         finally:

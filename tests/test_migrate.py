@@ -6,8 +6,9 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -161,7 +162,7 @@ def _write(directory: Path, files: dict[str, str]) -> Path:
 
 
 async def test_failing_migration_rolls_back_only_itself(
-    empty_database: str, tmp_path: Path
+    empty_database: str, tmp_path: Path, json_logs: Callable[[], list[dict[str, Any]]]
 ) -> None:
     """A failing file leaves earlier files applied and nothing of its own; fixed, it applies."""
     schema = _write(
@@ -173,6 +174,8 @@ async def test_failing_migration_rolls_back_only_itself(
     )
     with pytest.raises(asyncpg.DivisionByZeroError):
         await migrate(empty_database, schema)
+    (failed,) = [line for line in json_logs() if line["event"] == "migration_failed"]
+    assert (failed["version"], failed["name"], failed["sqlstate"]) == (2, "broken", "22012")
     assert [row["version"] for row in await _query(empty_database, LEDGER)] == [1]
     tables = await _query(
         empty_database, "select tablename from pg_tables where schemaname = 'public'"

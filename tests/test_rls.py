@@ -271,6 +271,30 @@ def _foreign_inserts(t: Tenants) -> list[tuple[str, str, tuple[object, ...]]]:
             "insert into customer_call_logs (retell_call_id, user_id) values ('call_new', $1)",
             (t.b.user_id,),
         ),
+        (
+            "customer_call_logs",
+            "insert into customer_call_logs (retell_call_id, user_id, agent_configuration_id)"
+            " values ('call_new', $1, $2)",
+            (t.a.user_id, t.b.configuration_id),
+        ),
+        (
+            "voicemails",
+            "insert into voicemails (user_id, agent_configuration_id, caller_phone, transcript)"
+            " values ($1, $2, '+16175550100', 'hi')",
+            (t.a.user_id, t.b.configuration_id),
+        ),
+        (
+            "call_scripts",
+            "insert into call_scripts (user_id, agent_configuration_id, script_name,"
+            " script_type, script_content) values ($1, $2, 'x', 'greeting', 'x')",
+            (t.a.user_id, t.b.configuration_id),
+        ),
+        (
+            "staff_members",
+            "insert into staff_members (user_id, agent_configuration_id, staff_name)"
+            " values ($1, $2, 'Dr. X')",
+            (t.a.user_id, t.b.configuration_id),
+        ),
         ("profiles", "insert into profiles (id) values ($1)", (t.b.user_id,)),
         (
             "agent_configs",

@@ -285,6 +285,29 @@ async def test_impossible_availability_rejected(
     assert await db.fetchval("select count(*) from staff_availability") == before
 
 
+async def test_availability_cannot_start_at_2400(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """A window starting at 24:00 (the end of the day) is empty and refused."""
+    await _rejects(
+        db,
+        "insert into staff_availability (staff_member_id, day_of_week, start_time, end_time)"
+        " values ($1, 1, '24:00', '24:00')",
+        clinic.staff["Dr. Ada Lee"],
+        says="start_time must be before 24:00",
+    )
+
+
+async def test_appointment_cannot_start_at_2400(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """An appointment time of 24:00 is refused rather than silently meaning the next day."""
+    await _rejects(
+        db,
+        "insert into appointments (staff_member_id, patient_name, patient_phone,"
+        " appointment_date, appointment_time) values ($1, 'Tom', '+16175550187', $2, '24:00')",
+        clinic.staff["Dr. Ada Lee"],
+        DAY,
+        says="appointment_time must be before 24:00",
+    )
+
+
 async def test_availability_until_midnight_accepted(db: asyncpg.Connection, clinic: Clinic) -> None:
     """A window may run to midnight, written 24:00 or 00:00 (stored as 24:00)."""
     lee = clinic.staff["Dr. Ada Lee"]
@@ -578,6 +601,21 @@ async def test_call_cannot_end_before_it_starts(db: asyncpg.Connection, clinic: 
         says="duration_ms must not be negative",
     )
     assert await db.fetchval("select count(*) from customer_call_logs") == 0
+
+
+async def test_call_log_user_must_match_configuration_owner(
+    db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """A call log naming another user than its configuration's owner is refused."""
+    stranger = await create_user(db)
+    await _rejects(
+        db,
+        "insert into customer_call_logs (retell_call_id, agent_configuration_id, user_id)"
+        " values ('call_1', $1, $2)",
+        clinic.configuration_id,
+        stranger,
+        says="must match its agent configuration",
+    )
 
 
 async def test_call_log_owner_filled_from_configuration(
