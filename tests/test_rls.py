@@ -63,6 +63,12 @@ DELETE_ORDER = [
 CLAIM_STYLES = ["claims", "claim.sub"]
 
 
+@pytest.fixture
+def db(rollback_db: asyncpg.Connection) -> asyncpg.Connection:
+    """Every test here runs in a transaction that is rolled back (signed_in nests savepoints)."""
+    return rollback_db
+
+
 @dataclass
 class Tenants:
     a: Clinic

@@ -14,10 +14,17 @@ from tests.factories import Clinic, add_appointment, create_clinic, create_user
 DAY = date(2027, 3, 3)
 
 
+@pytest.fixture
+def db(rollback_db: asyncpg.Connection) -> asyncpg.Connection:
+    """Every test here runs in a transaction that is rolled back (the clinic fixture included)."""
+    return rollback_db
+
+
 async def _rejects(db: asyncpg.Connection, sql: str, *args: Any, says: str) -> None:
     """The statement fails with check_violation (23514) and a message containing `says`."""
     with pytest.raises(asyncpg.CheckViolationError) as raised:
-        await db.execute(sql, *args)
+        async with db.transaction():
+            await db.execute(sql, *args)
     assert raised.value.sqlstate == "23514"
     assert says in str(raised.value), str(raised.value)
 
@@ -362,7 +369,8 @@ async def test_impossible_time_off_rejected(
 async def test_unknown_appointment_status_rejected(db: asyncpg.Connection, clinic: Clinic) -> None:
     """Only scheduled, confirmed, cancelled, completed and no_show are statuses."""
     with pytest.raises(asyncpg.CheckViolationError, match="unknown appointment status 'booked'"):
-        await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9), status="booked")
+        async with db.transaction():
+            await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9), status="booked")
     appointment = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9))
     await _rejects(
         db,
@@ -380,7 +388,8 @@ async def test_appointment_duration_checked(
 ) -> None:
     """An appointment lasts 1 to 1440 minutes."""
     with pytest.raises(asyncpg.CheckViolationError, match="duration_minutes"):
-        await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9), duration=minutes)
+        async with db.transaction():
+            await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9), duration=minutes)
 
 
 async def test_appointment_user_must_match_staff_owner(
@@ -633,6 +642,7 @@ async def test_call_log_owner_filled_from_configuration(
 async def test_active_agent_id_unique(db: asyncpg.Connection, clinic: Clinic) -> None:
     """Two active configurations cannot claim one Retell agent id; an inactive one may."""
     with pytest.raises(asyncpg.UniqueViolationError):
-        await create_clinic(db, with_staff=False)
+        async with db.transaction():
+            await create_clinic(db, with_staff=False)
     await create_clinic(db, with_staff=False, is_active=False)
     assert await db.fetchval("select count(*) from agent_configurations") == 2
