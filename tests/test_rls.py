@@ -162,9 +162,9 @@ async def test_views_apply_the_readers_row_level_security(db: asyncpg.Connection
     options = await db.fetch(
         "select relname, reloptions from pg_class where relname = any($1::text[])", list(VIEWS)
     )
-    assert {r["relname"]: r["reloptions"] for r in options} == dict.fromkeys(
-        VIEWS, ["security_invoker=true"]
-    )
+    assert {r["relname"]: r["reloptions"] for r in options} == {
+        view: ["security_invoker=true"] for view in VIEWS
+    }
     async with signed_in(db, None):
         for view in VIEWS:
             assert await db.fetchval(f"select count(*) from {view}") == 0  # noqa: S608
