@@ -131,6 +131,24 @@ def test_phone_numbers_and_secrets_masked(json_logs: Lines) -> None:
     assert lines[2]["event"] == "row for *********63"
 
 
+def test_nested_values_and_exceptions_masked(json_logs: Lines) -> None:
+    """Numbers inside nested objects and inside a logged exception's text are masked too."""
+    json_logs()
+    log = structlog.get_logger("service.test")
+    log.info("call", call={"from_number": CALLER, "legs": [{"to_number": CALLER}]})
+    try:
+        raise ValueError(f"Key (patient_phone)=({CALLER}) already exists")
+    except ValueError:
+        log.exception("failed")
+    lines = json_logs()
+    assert "6175550163" not in repr(lines)
+    assert lines[0]["call"] == {
+        "from_number": "*********63",
+        "legs": [{"to_number": "*********63"}],
+    }
+    assert "Key (patient_phone)=(*********63) already exists" in lines[1]["exception"]
+
+
 @pytest.mark.parametrize(
     ("value", "masked"),
     [("+16175550163", "*********63"), ("617-555-0163", "********63"), ("7", "**")],
