@@ -77,6 +77,31 @@ async def test_updated_at_moves_on_update(
         stamps = await db.fetch(f"select updated_at from {table}")  # noqa: S608
     assert stamps
     assert {row["updated_at"] for row in stamps} == {now}
+    # A writer cannot set it back by hand either.
+    async with db.transaction():
+        await db.execute(f"update {table} set updated_at = $1", old)  # noqa: S608
+        stamps = await db.fetch(f"select updated_at from {table}")  # noqa: S608
+    assert {row["updated_at"] for row in stamps} == {now}
+
+
+async def test_every_updated_at_column_has_its_trigger(db: asyncpg.Connection) -> None:
+    """Each public table with an updated_at column has a trigger keeping it current."""
+    rows = await db.fetch(
+        """
+        select c.table_name,
+               exists (select 1 from pg_trigger t
+                       where t.tgrelid = format('public.%I', c.table_name)::regclass
+                         and t.tgname = c.table_name || '_updated_at'
+                         and not t.tgisinternal) as has_trigger
+        from information_schema.columns c
+        join information_schema.tables t
+          on t.table_schema = c.table_schema and t.table_name = c.table_name
+        where c.table_schema = 'public' and c.column_name = 'updated_at'
+          and t.table_type = 'BASE TABLE'
+        """
+    )
+    assert {r["table_name"] for r in rows} >= set(UPDATED_AT_TABLES)
+    assert [r["table_name"] for r in rows if not r["has_trigger"]] == []
 
 
 # --- agent_configurations ---------------------------------------------------------------------
