@@ -164,7 +164,10 @@ def _write(directory: Path, files: dict[str, str]) -> Path:
 async def test_failing_migration_rolls_back_only_itself(
     empty_database: str, tmp_path: Path, json_logs: Callable[[], list[dict[str, Any]]]
 ) -> None:
-    """A failing file leaves earlier files applied and nothing of its own; fixed, it applies."""
+    """A failing file leaves earlier files applied and nothing of its own; fixed, it applies.
+
+    The failure is logged with the file's version; an applied file edited later is only warned
+    about, never re-run."""
     schema = _write(
         tmp_path / "schema",
         {
@@ -184,6 +187,12 @@ async def test_failing_migration_rolls_back_only_itself(
     # The advisory lock went with the session: the next run is not blocked.
     _write(schema, {"0002_broken.sql": "create table second_table (id int);"})
     assert await asyncio.wait_for(migrate(empty_database, schema), timeout=10) == [2]
+    # An applied file edited afterwards is not run again; the run says so.
+    _write(schema, {"0001_first.sql": "create table first_table (id bigint);"})
+    json_logs()
+    assert await migrate(empty_database, schema) == []
+    changed = [line for line in json_logs() if line["event"] == "migration_changed_after_apply"]
+    assert [(line["version"], line["level"]) for line in changed] == [(1, "warning")]
 
 
 @pytest.mark.parametrize(
