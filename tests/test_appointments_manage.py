@@ -25,11 +25,12 @@ def monday_morning(clock: Clock) -> None:
 
 
 async def status_of(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> asyncpg.Record:
-    row: asyncpg.Record = await conn.fetchrow(
+    row = await conn.fetchrow(
         "select status, appointment_date, appointment_time, staff_member_id from appointments"
         " where id = $1",
         appointment_id,
     )
+    assert row is not None
     return row
 
 
@@ -96,7 +97,7 @@ async def test_web_call_must_give_number_and_name(
 ) -> None:
     """A call with no number of its own finds nothing until it gives both number and name."""
     mine = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DEC_2, time(10))
-    web = {"from_number": None, "to_number": None, "call_type": "web_call"}
+    web: dict[str, Any] = {"from_number": None, "to_number": None, "call_type": "web_call"}
     for args in ({}, {"patient_phone": CALLER}, {"patient_name": "Maria Gonzalez"}):
         result = await call(client, clock, "find_appointments", args, **web)
         assert result["ok"] is False, args

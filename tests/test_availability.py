@@ -260,9 +260,8 @@ async def test_several_staff_ordered_by_start_then_name(
         ("09:30", "Dr. Ada Lee"),
     ]
     assert result["message"] == (
-        "I have 8:00 AM with Dr. Omar Haddad, 8:30 AM with Dr. Omar Haddad or 9:00 AM with "
-        "Dr. Ada Lee on Wednesday, December 2. There are more times available if none of those "
-        "suit."
+        "I have 8:00 AM and 8:30 AM with Dr. Omar Haddad or 9:00 AM with Dr. Ada Lee on "
+        "Wednesday, December 2. I have more times if none of those suit."
     )
 
 

@@ -166,11 +166,12 @@ async def test_voicemail_needs_a_callback_number(
 
 
 async def forward_log(conn: asyncpg.Connection, call_id: str) -> asyncpg.Record:
-    row: asyncpg.Record = await conn.fetchrow(
+    row = await conn.fetchrow(
         "select forward_requested_at, forward_reason, forward_number from customer_call_logs"
         " where retell_call_id = $1",
         call_id,
     )
+    assert row is not None
     return row
 
 
