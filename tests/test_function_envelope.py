@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 
 from tests.calls import MONDAY_MORNING, WEDNESDAY, call, envelope, signed_at
 from tests.conftest import Clock, load_fixture, post_signed, signed_headers
-from tests.factories import Clinic, create_clinic
+from tests.factories import Clinic
 
 BOOK = "/retell/functions/book_appointment"
 BOOKING_ARGS = {
@@ -114,59 +114,58 @@ async def test_unknown_or_inactive_agent_is_404(
         assert await db.fetchval(f"select count(*) from {table}") == 0  # noqa: S608
 
 
-@pytest.mark.parametrize(
-    ("body", "params", "status", "code"),
-    [
-        (BOOKING_ARGS, None, 422, "malformed_envelope"),
-        (
-            {"name": "book_appointment", "call": "call_1", "args": {}},
-            None,
-            422,
-            "malformed_envelope",
-        ),
-        (
-            {"name": "book_appointment", "call": {"agent_id": "a", "call_id": 5}, "args": {}},
-            None,
-            422,
-            "malformed_envelope",
-        ),
-        (
-            {"name": "book_appointment", "call": {"call_id": "c"}, "args": {}},
-            None,
-            422,
-            "malformed_envelope",
-        ),
-        (b"not json at all", None, 400, "invalid_json"),
-        (b"[1, 2, 3]", None, 400, "invalid_json"),
-        (b'"a string"', None, 400, "invalid_json"),
-        (b"", None, 400, "invalid_json"),
-    ],
-)
+MALFORMED_REQUESTS_CASES = [
+    (BOOKING_ARGS, None, 422, "malformed_envelope"),
+    (
+        {"name": "book_appointment", "call": "call_1", "args": {}},
+        None,
+        422,
+        "malformed_envelope",
+    ),
+    (
+        {"name": "book_appointment", "call": {"agent_id": "a", "call_id": 5}, "args": {}},
+        None,
+        422,
+        "malformed_envelope",
+    ),
+    (
+        {"name": "book_appointment", "call": {"call_id": "c"}, "args": {}},
+        None,
+        422,
+        "malformed_envelope",
+    ),
+    (b"not json at all", None, 400, "invalid_json"),
+    (b"[1, 2, 3]", None, 400, "invalid_json"),
+    (b'"a string"', None, 400, "invalid_json"),
+    (b"", None, 400, "invalid_json"),
+]
+
+
 async def test_malformed_requests(
     client: httpx.AsyncClient,
     clock: Clock,
     db: asyncpg.Connection,
     clinic: Clinic,
-    body: Any,
-    params: dict[str, str] | None,
-    status: int,
-    code: str,
 ) -> None:
     """Bodies that aren't JSON objects are 400; envelopes without a tenant are 422."""
-    response = await post(client, clock, BOOK, body, params=params)
-    assert error_of(response) == (status, code)
-    assert await db.fetchval("select count(*) from appointments") == 0
+    for body, params, status, code in MALFORMED_REQUESTS_CASES:
+        response = await post(client, clock, BOOK, body, params=params)
+        assert error_of(response) == (status, code)
+        assert await db.fetchval("select count(*) from appointments") == 0
 
 
-@pytest.mark.parametrize("args", [[1, 2], "date=2026-12-02", 7, None])
+ARGS_NOT_AN_OBJECT_IS_422_CASES = [[1, 2], "date=2026-12-02", 7, None]
+
+
 async def test_args_not_an_object_is_422(
-    client: httpx.AsyncClient, clock: Clock, clinic: Clinic, args: Any
+    client: httpx.AsyncClient, clock: Clock, clinic: Clinic
 ) -> None:
     """`args` that is not an object is a malformed envelope."""
-    body = envelope("check_availability", {})
-    body["args"] = args
-    response = await post(client, clock, "/retell/functions/check_availability", body)
-    assert error_of(response) == (422, "malformed_envelope")
+    for args in ARGS_NOT_AN_OBJECT_IS_422_CASES:
+        body = envelope("check_availability", {})
+        body["args"] = args
+        response = await post(client, clock, "/retell/functions/check_availability", body)
+        assert error_of(response) == (422, "malformed_envelope")
 
 
 async def test_body_over_the_limit_is_413(
@@ -385,17 +384,16 @@ async def test_canonical_log_line_carries_the_call(
     assert all("+1617" not in str(entry) for entry in logs)
 
 
-@pytest.mark.parametrize(("name", "args"), FUNCTION_CALLS)
+RESULTS_STAY_SMALL_AND_SPEAKABLE_CASES = FUNCTION_CALLS
+
+
 async def test_results_stay_small_and_speakable(
     client: httpx.AsyncClient,
     clock: Clock,
     db: asyncpg.Connection,
     clinic: Clinic,
-    name: str,
-    args: dict[str, Any],
 ) -> None:
     """With the defaults every result stays near 2 KB and its message is a sentence or two."""
-    await create_clinic(db, agent_id="agent_unused", with_staff=False)
     for n in range(4):
         await call(
             client,
@@ -404,20 +402,21 @@ async def test_results_stay_small_and_speakable(
             {**BOOKING_ARGS, "time": f"1{n}:00", "staff_name": "Lee"},
             call_id=f"setup_{n}",
         )
-    response = await post_signed(
-        client,
-        f"/retell/functions/{name}",
-        envelope(name, args),
-        timestamp_ms=signed_at(clock),
-    )
-    assert response.status_code == 200
-    # Each slot of the contract's shape is about 165 bytes, so the default twelve come to
-    # about 2.1 KB: "2 KB typical", not strictly under it.
-    assert len(response.content) < 2300, response.text
-    message = response.json()["message"]
-    assert 10 < len(message) < 400
-    for wire in ("T09", "-05:00", "_", "{"):
-        assert wire not in message
+    for name, args in RESULTS_STAY_SMALL_AND_SPEAKABLE_CASES:
+        response = await post_signed(
+            client,
+            f"/retell/functions/{name}",
+            envelope(name, args),
+            timestamp_ms=signed_at(clock),
+        )
+        assert response.status_code == 200, name
+        # Each slot of the contract's shape is about 165 bytes, so the default twelve come to
+        # about 2.1 KB: "2 KB typical", not strictly under it.
+        assert len(response.content) < 2300, response.text
+        message = response.json()["message"]
+        assert 10 < len(message) < 400
+        for wire in ("T09", "-05:00", "_", "{"):
+            assert wire not in message
 
 
 def test_spoken_forms() -> None:
