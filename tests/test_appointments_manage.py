@@ -386,3 +386,38 @@ async def test_a_cancelled_appointment_cannot_be_moved(
     assert "book a new one" in result["message"]
     row = await status_of(db, mine)
     assert (row["status"], row["appointment_date"]) == ("cancelled", DEC_2)
+
+
+async def test_a_retried_reschedule_is_harmless(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Sending the same move twice answers ok both times and leaves one moved appointment."""
+    mine = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DEC_2, time(10))
+    args = {"appointment_id": str(mine), "new_date": "2026-12-03", "new_time": "11:00"}
+    first = await call(client, clock, "reschedule_appointment", args)
+    again = await call(client, clock, "reschedule_appointment", args)
+    assert first["ok"] is True
+    assert again["ok"] is True
+    assert again["appointment_id"] == first["appointment_id"] == str(mine)
+    row = await status_of(db, mine)
+    assert (row["appointment_date"], row["appointment_time"]) == (DEC_3, time(11))
+    assert await db.fetchval("select count(*) from appointments") == 1
+
+
+async def test_past_appointments_cannot_be_cancelled_or_moved(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """An appointment that has already started is neither cancelled nor moved."""
+    done = await add_appointment(db, clinic.staff["Dr. Ada Lee"], date(2026, 11, 27), time(9))
+    result = await call(client, clock, "cancel_appointment", {"appointment_id": str(done)})
+    assert result["ok"] is False
+    assert result["message"] == "That appointment has already taken place, so I can't change it."
+    result = await call(
+        client,
+        clock,
+        "reschedule_appointment",
+        {"appointment_id": str(done), "new_date": "2026-12-03", "new_time": "11:00"},
+    )
+    assert result["ok"] is False
+    row = await status_of(db, done)
+    assert (row["status"], row["appointment_date"]) == ("scheduled", date(2026, 11, 27))

@@ -489,3 +489,50 @@ async def test_extra_unknown_arguments_are_ignored(
     )
     assert result["ok"] is True
     assert await db.fetchval("select count(*) from appointments") == 1
+
+
+async def test_bookings_on_daylight_saving_days(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection
+) -> None:
+    """02:30 on spring-forward day doesn't exist; 01:30 on fall-back day is its first (EDT) one."""
+    clock.now = datetime(2026, 10, 28, 12, tzinfo=UTC)
+    clinic = await create_clinic(db, business_hours=None, with_staff=False)
+    owl = await add_staff(db, clinic, "Olive Owl", duration=60)
+    await db.execute(
+        "insert into staff_availability (staff_member_id, day_of_week, start_time, end_time)"
+        " values ($1, 0, '00:00', '24:00'::text::time)",
+        owl,
+    )
+    result = await book(client, clock, date="2027-03-14", time="02:30")
+    assert result["ok"] is False
+    assert result["reason"] == "nonexistent_time"
+    assert [s["start"] for s in result["alternatives"]] == [
+        "2027-03-14T01:00:00-05:00",
+        "2027-03-14T03:00:00-04:00",
+        "2027-03-14T04:00:00-04:00",
+    ]
+    assert "clocks change" in result["message"]
+    result = await book(client, clock, date="2026-11-01", time="01:30")
+    assert result["ok"] is True
+    assert result["start"] == "2026-11-01T01:30:00-04:00"
+    row = await db.fetchrow("select starts_at, ends_at from appointments")
+    assert row is not None
+    assert row["starts_at"] == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+    assert row["ends_at"] == datetime(2026, 11, 1, 6, 30, tzinfo=UTC)  # 60 real minutes
+
+
+async def test_outbound_call_books_under_the_called_number(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """On an outbound call the patient is the number called (to_number), not the clinic line."""
+    result = await call(
+        client,
+        clock,
+        "book_appointment",
+        booking(time="09:00", staff_name="Lee"),
+        direction="outbound",
+        from_number="+16175550100",
+        to_number="+16175550123",
+    )
+    assert result["ok"] is True
+    assert await db.fetchval("select patient_phone from appointments") == "+16175550123"
