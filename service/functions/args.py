@@ -76,9 +76,12 @@ Name = Annotated[
 Phone = Annotated[
     Annotated[str, StringConstraints(max_length=40)] | None, BeforeValidator(_strip_blank)
 ]
+_EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# pydantic leaves a pattern on an optional string out of the JSON Schema; the LLM should see it.
 Email = Annotated[
-    Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None,
+    Annotated[str, StringConstraints(max_length=254, pattern=_EMAIL_PATTERN)] | None,
     BeforeValidator(_strip_blank),
+    Field(json_schema_extra={"pattern": _EMAIL_PATTERN}),
 ]
 
 
@@ -88,7 +91,12 @@ def _positive_minutes(value: int | None) -> int | None:
     return value
 
 
-Minutes = Annotated[int | None, AfterValidator(_positive_minutes)]
+# The range is checked by the validator (its own refusal sentence) and told to the LLM's schema.
+Minutes = Annotated[
+    int | None,
+    AfterValidator(_positive_minutes),
+    Field(json_schema_extra={"minimum": 5, "maximum": 480}),
+]
 
 
 class Args(BaseModel):
