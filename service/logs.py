@@ -29,6 +29,15 @@ def hide(secret: str) -> None:
         _SECRET_VALUES.add(secret)
 
 
+def _scrub(value: str) -> str:
+    for secret in _SECRET_VALUES:
+        if secret in value:
+            value = value.replace(secret, "[redacted]")
+    if _PHONE.search(value):
+        value = _PHONE.sub(lambda m: mask_phone(m.group(0)), value)
+    return value
+
+
 def mask_phone(value: str) -> str:
     """Keep a phone number's last two digits, enough to tell calls apart in a log."""
     digits = [c for c in value if c.isdigit()]
@@ -37,35 +46,36 @@ def mask_phone(value: str) -> str:
     return "*" * (len(digits) - 2) + "".join(digits[-2:])
 
 
+def _redacted(key: str, value: Any) -> Any:
+    lowered = key.lower()
+    if lowered in _SECRET_KEYS:
+        return "[redacted]"
+    if isinstance(value, str):
+        if lowered in _TEXT_KEYS:
+            return f"[{len(value)} chars]"
+        if lowered in _PHONE_KEYS:
+            return mask_phone(value)
+        return _scrub(value)
+    # Nested values (a call object, a list of slots) follow the same rules as top-level ones.
+    if isinstance(value, dict):
+        return {k: _redacted(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(key, v) for v in value]
+    return value
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
-        value = event[key]
-        lowered = key.lower()
-        if lowered in _SECRET_KEYS:
-            event[key] = "[redacted]"
-        elif lowered in _TEXT_KEYS and isinstance(value, str):
-            event[key] = f"[{len(value)} chars]"
-        elif lowered in _PHONE_KEYS and isinstance(value, str):
-            event[key] = mask_phone(value)
-        elif isinstance(value, str):
-            event[key] = _scrub(value)
+        event[key] = _redacted(key, event[key])
     return event
 
 
-def _scrub_text(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = _scrub(value)
+def _redact_exception(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A formatted exception can quote a value (asyncpg's "Key (patient_phone)=(...)", a key)."""
+    text = event.get("exception")
+    if isinstance(text, str):
+        event["exception"] = _scrub(text)
     return event
-
-
-def _scrub(value: str) -> str:
-    for secret in _SECRET_VALUES:
-        if secret in value:
-            value = value.replace(secret, "[redacted]")
-    if _PHONE.search(value):
-        value = _PHONE.sub(lambda m: mask_phone(m.group(0)), value)
-    return value
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
@@ -101,8 +111,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            # Now that tracebacks are text: an exception's message can quote a number or the key.
-            _scrub_text,
+            _redact_exception,
             renderer,
         ],
     )

@@ -1,170 +1,176 @@
-"""The log of a real run at INFO holds no API key, no full phone number and no transcript text."""
+"""Logging: one JSON canonical line per request, stdlib loggers through the same renderer, no
+phone numbers or secrets in clear."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import httpx
-import orjson
 import pytest
 import structlog
 
-from service import logs
-from service.logs import configure_logging, mask_phone
-from tests.conftest import API_KEY, load_fixture, signed_headers
+from service.logs import mask_phone
+from tests.conftest import post_signed
 from tests.factories import Clinic
-from tests.service_process import ServiceProcess, local_http
-from tests.test_faults import next_weekday
 
-pytestmark = pytest.mark.usefixtures(local_http.__name__)
-
-PORT = 18340
-CALLER = "+16175550187"
-OTHER_PHONE = "+16175550163"
-TRANSCRIPT = "User: my gum has been bleeding since Tuesday and the pain is unbearable"
-VOICEMAIL = "Please call me back about the biopsy results from last week"
+Lines = Callable[[], list[dict[str, Any]]]
+CALLER = "+16175550163"
 
 
-@pytest.fixture
-def service(tmp_path: Path, database_url: str) -> Iterator[ServiceProcess]:
-    process = ServiceProcess(
-        PORT, tmp_path / "serve.log", DATABASE_URL=database_url, LOG_LEVEL="INFO"
+def _requests(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if line.get("event") == "request"]
+
+
+async def test_one_canonical_line_per_request(client: httpx.AsyncClient, json_logs: Lines) -> None:
+    """Each request writes exactly one JSON line with method, path, status and latency."""
+    json_logs()
+    await client.get("/healthz")
+    await client.get("/nowhere")
+    lines = _requests(json_logs())
+    assert [(x["method"], x["path"], x["status"]) for x in lines] == [
+        ("GET", "/healthz", 200),
+        ("GET", "/nowhere", 404),
+    ]
+    for line in lines:
+        assert isinstance(line["latency_ms"], float)
+        assert line["latency_ms"] >= 0
+        assert line["level"] == "info"
+        assert line["timestamp"].endswith("Z")
+
+
+async def test_function_call_line_names_call_agent_function_and_outcome(
+    client: httpx.AsyncClient, clinic: Clinic, json_logs: Lines
+) -> None:
+    """A function call's canonical line carries call_id, agent_id, function and ok."""
+    call = {"call_id": "call_log_1", "agent_id": clinic.agent_id, "from_number": CALLER}
+    json_logs()
+    await post_signed(
+        client,
+        "/retell/functions/check_availability",
+        {"name": "check_availability", "call": call, "args": {"date": "2027-01-06"}},
     )
-    process.start()
-    try:
-        yield process
-    finally:
-        process.kill()
+    await post_signed(
+        client,
+        "/retell/functions/check_availability",
+        {"name": "check_availability", "call": call, "args": {"date": "January 6"}},
+    )
+    lines = _requests(json_logs())
+    assert [
+        (x["path"], x["status"], x["call_id"], x["agent_id"], x["function"], x["ok"]) for x in lines
+    ] == [
+        (
+            "/retell/functions/check_availability",
+            200,
+            "call_log_1",
+            clinic.agent_id,
+            "check_availability",
+            True,
+        ),
+        (
+            "/retell/functions/check_availability",
+            200,
+            "call_log_1",
+            clinic.agent_id,
+            "check_availability",
+            False,
+        ),
+    ]
 
 
-def call(clinic: Clinic, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "call": {
-            "call_id": "call_logs_1",
-            "agent_id": clinic.agent_id,
-            "direction": "inbound",
-            "from_number": CALLER,
-            "to_number": "+16175550100",
-        },
-        "args": args,
+async def test_request_context_does_not_leak_into_next_request(
+    client: httpx.AsyncClient, clinic: Clinic, json_logs: Lines
+) -> None:
+    """Fields bound during a function call are not repeated on the next request's line."""
+    body = {
+        "call": {"call_id": "call_log_2", "agent_id": clinic.agent_id},
+        "args": {"date": "2027-01-06"},
     }
+    await post_signed(client, "/retell/functions/check_availability", body)
+    json_logs()
+    await client.get("/healthz")
+    (line,) = _requests(json_logs())
+    assert "call_id" not in line
+    assert "function" not in line
 
 
-@pytest.mark.slow
-async def test_info_log_masks_secrets_phones_and_transcripts(
-    service: ServiceProcess, db: asyncpg.Connection, clinic: Clinic
-) -> None:
-    """After calls, webhooks and refusals, the INFO log has no key, full number or transcript."""
-    await service.wait_ready()
-    day = next_weekday().isoformat()
-    bodies: list[tuple[str, dict[str, Any]]] = [
-        ("/retell/functions/check_availability", call(clinic, "check_availability", {"date": day})),
-        (
-            "/retell/functions/book_appointment",
-            call(
-                clinic,
-                "book_appointment",
-                {"patient_name": "Maria Gonzalez", "date": day, "time": "10:00"},
-            ),
-        ),
-        (
-            "/retell/functions/book_appointment",
-            call(clinic, "book_appointment", {"patient_name": "X", "patient_phone": "12"}),
-        ),
-        ("/retell/functions/find_appointments", call(clinic, "find_appointments", {})),
-        (
-            "/retell/functions/leave_voicemail",
-            call(clinic, "leave_voicemail", {"message": VOICEMAIL, "caller_phone": OTHER_PHONE}),
-        ),
-        ("/retell/functions/forward_call", call(clinic, "forward_call", {"reason": "billing"})),
+def test_stdlib_loggers_use_the_same_json_renderer(json_logs: Lines) -> None:
+    """uvicorn's and asyncpg's own log records come out as the same JSON lines as ours."""
+    json_logs()
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 4242)
+    logging.getLogger("asyncpg.pool").warning("connection %s was closed", "c1")
+    logging.getLogger("uvicorn.access").info("127.0.0.1 - GET /healthz 200")
+    structlog.get_logger("service.test").info("our_event", answer=42)
+    lines = json_logs()
+    assert [(x["logger"], x["level"], x["event"]) for x in lines] == [
+        ("uvicorn.error", "info", "Started server process [4242]"),
+        ("asyncpg.pool", "warning", "connection c1 was closed"),
+        ("service.test", "info", "our_event"),
     ]
-    ended = load_fixture("webhook_call_ended.json")
-    ended["call"]["transcript"] = TRANSCRIPT
-    ended["call"]["transcript_object"] = [{"role": "user", "content": TRANSCRIPT}]
-    inbound = load_fixture("webhook_call_inbound.json")
-    unknown = load_fixture("webhook_call_ended.json")
-    unknown["call"]["agent_id"] = "agent_unknown_0000"
-    unknown["call"]["transcript"] = TRANSCRIPT
-    bodies += [
-        ("/retell/webhook", load_fixture("webhook_call_started.json")),
-        ("/retell/webhook", ended),
-        ("/retell/webhook", load_fixture("webhook_call_analyzed.json")),
-        ("/retell/webhook", unknown),
-        ("/retell/inbound", inbound),
-    ]
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
-        for path, body in bodies:
-            raw = orjson.dumps(body)
-            response = await client.post(path, content=raw, headers=signed_headers(raw))
-            assert response.status_code < 500, response.text
-        # Refusals: a wrong signature, and a body the database could not store.
-        raw = orjson.dumps(ended)
-        wrong = signed_headers(raw, key="not-the-key")
-        assert (await client.post("/retell/webhook", content=raw, headers=wrong)).status_code == 401
-        nul = orjson.dumps(call(clinic, "leave_voicemail", {"message": TRANSCRIPT + "\u0000"}))
-        assert (
-            await client.post(
-                "/retell/functions/leave_voicemail", content=nul, headers=signed_headers(nul)
-            )
-        ).status_code == 400
-    service.signal(signal.SIGTERM)
-    await service.wait_exit(within=10)
-    await asyncio.sleep(0)
-
-    output = service.output()
-    # The run was logged, one line per request.
-    assert output.count('"event":"request"') >= len(bodies) + 2
-    assert API_KEY not in output
-    for number in (CALLER, OTHER_PHONE, "+16175550100", "+16175550142"):
-        assert number not in output
-        assert number[2:] not in output  # nor its national digits
-    assert mask_phone(CALLER) in output or "call_logs_1" in output
-    for text in (TRANSCRIPT, VOICEMAIL, "bleeding", "biopsy"):
-        assert text not in output
-    assert "Traceback" not in output
-    assert await db.fetchval("select count(*) from customer_call_logs") >= 1
+    assert lines[2]["answer"] == 42
+    for line in lines:
+        assert {"event", "level", "logger", "timestamp"} <= set(line)
 
 
-def test_redaction_masks_keys_phones_transcripts_and_tracebacks(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """Events, library messages and tracebacks come out with key, numbers and transcripts masked."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+def test_phone_numbers_and_secrets_masked(json_logs: Lines) -> None:
+    """Phone numbers keep only their last two digits; keys and transcripts never appear."""
+    json_logs()
+    log = structlog.get_logger("service.test")
+    log.info("caller", from_number=CALLER, note=f"call back {CALLER} today")
+    log.info("secret", retell_api_key="key_live_abc", transcript="Hello, my name is Ann")
+    logging.getLogger("asyncpg").info("row for %s", CALLER)
+    lines = json_logs()
+    text = repr(lines)
+    assert CALLER not in text
+    assert "6175550163" not in text
+    assert lines[0]["from_number"] == "*********63"
+    assert lines[0]["note"] == "call back *********63 today"
+    assert lines[1]["retell_api_key"] == "[redacted]"
+    assert lines[1]["transcript"] == "[21 chars]"
+    assert lines[2]["event"] == "row for *********63"
+
+
+def test_nested_values_and_exceptions_masked(json_logs: Lines) -> None:
+    """Numbers inside nested objects and inside a logged exception's text are masked too."""
+    json_logs()
+    log = structlog.get_logger("service.test")
+    log.info("call", call={"from_number": CALLER, "legs": [{"to_number": CALLER}]})
     try:
-        configure_logging("INFO", "json")
-        logs.hide(API_KEY)
-        log = structlog.get_logger("tests.redaction")
-        log.info(
-            "call_received",
-            from_number=CALLER,
-            transcript=TRANSCRIPT,
-            api_key=API_KEY,
-            note=f"caller {CALLER} asked",
-        )
-        try:
-            raise ValueError(f"bad value {OTHER_PHONE} signed with {API_KEY}")
-        except ValueError:
-            log.exception("failed")
-        logging.getLogger("asyncpg").warning("connect for %s with %s failed", CALLER, API_KEY)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
-    out = capsys.readouterr().out
-    assert len(out.splitlines()) == 3
-    assert "ValueError" in out
-    assert mask_phone(CALLER) in out
-    assert mask_phone(OTHER_PHONE) in out
-    assert f"[{len(TRANSCRIPT)} chars]" in out
-    assert API_KEY not in out
-    for number in (CALLER, OTHER_PHONE):
-        assert number not in out
-    assert TRANSCRIPT not in out
+        raise ValueError(f"Key (patient_phone)=({CALLER}) already exists")
+    except ValueError:
+        log.exception("failed")
+    lines = json_logs()
+    assert "6175550163" not in repr(lines)
+    assert lines[0]["call"] == {
+        "from_number": "*********63",
+        "legs": [{"to_number": "*********63"}],
+    }
+    assert "Key (patient_phone)=(*********63) already exists" in lines[1]["exception"]
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [("+16175550163", "*********63"), ("617-555-0163", "********63"), ("7", "**")],
+)
+def test_mask_phone(value: str, masked: str) -> None:
+    """mask_phone keeps the last two digits and hides the rest, whatever the formatting."""
+    assert mask_phone(value) == masked
+
+
+async def test_function_call_logs_no_caller_number(
+    client: httpx.AsyncClient, clinic: Clinic, json_logs: Lines
+) -> None:
+    """Serving a caller's request writes nothing that contains their number in clear."""
+    json_logs()
+    await post_signed(
+        client,
+        "/retell/functions/leave_voicemail",
+        {
+            "call": {"call_id": "call_log_3", "agent_id": clinic.agent_id, "from_number": CALLER},
+            "args": {"message": f"Call me at {CALLER}", "caller_name": "Ann"},
+        },
+    )
+    lines = json_logs()
+    assert _requests(lines)
+    assert "6175550163" not in repr(lines)
