@@ -104,7 +104,9 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a logger configured once stays reconfigurable (tests capture logs after the
+        # CLI has configured them); the lookup costs microseconds per line.
+        cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
