@@ -31,6 +31,10 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.QueryCanceledError,
+    # A transaction pooler with the statement cache left on loses prepared statements between
+    # requests: the database is unusable as configured, which is not the caller's fault.
+    asyncpg.InvalidSQLStatementNameError,
+    asyncpg.InvalidCachedStatementError,
 )
 
 
