@@ -222,4 +222,3 @@ async def free_grid_slots(
                             free.append((name, day, at))
         day += timedelta(days=1)
     return free
-
