@@ -59,8 +59,10 @@ begin
     for item in
       select value from jsonb_array_elements(intervals) order by value ->> 'open'
     loop
-      if jsonb_typeof(item) <> 'object' or jsonb_typeof(item -> 'open') <> 'string'
-         or jsonb_typeof(item -> 'close') <> 'string' then
+      -- `is distinct from`: a missing key gives null, which `<>` would let through.
+      if jsonb_typeof(item) <> 'object'
+         or jsonb_typeof(item -> 'open') is distinct from 'string'
+         or jsonb_typeof(item -> 'close') is distinct from 'string' then
         return format('business_hours.%s intervals need "open" and "close" as HH:MM', day);
       end if;
       opens := parse_clock(item ->> 'open');
@@ -133,6 +135,8 @@ create function agent_configurations_check() returns trigger
 language plpgsql as $$
 declare
   problem text;
+  -- pg_timezone_names reads the zone files: only look when the zone is new or changed.
+  old_timezone text := case when tg_op = 'UPDATE' then old.timezone end;
 begin
   if btrim(coalesce(new.agent_id, '')) = '' then
     perform reject('agent_id must not be empty');
@@ -140,11 +144,12 @@ begin
   if new.timezone is null then
     perform reject('timezone must be an IANA zone name such as America/New_York');
   end if;
-  begin
-    perform now() at time zone new.timezone;
-  exception when invalid_parameter_value then
+  -- A zone name, not merely something `at time zone` accepts: PostgreSQL also takes POSIX specs
+  -- such as 'XYZ+3' or '+05:00', which Python's zoneinfo (the service's side) cannot load.
+  if new.timezone is distinct from old_timezone
+     and not exists (select 1 from pg_timezone_names where name = new.timezone) then
     perform reject(format('timezone %L is not a known IANA zone name', new.timezone));
-  end;
+  end if;
   problem := business_hours_problem(new.business_hours);
   if problem is not null then
     perform reject(problem);

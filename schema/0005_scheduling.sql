@@ -378,9 +378,8 @@ language sql stable as $$
     'patient_name', a.patient_name, 'duration_minutes', a.duration_minutes)
 $$;
 
--- Book into the first named staff member (by name) who is free at the wanted time. Locks are
--- taken one staff member at a time, always in (staff_name, id) order, so two bookings can't
--- deadlock; the check then the insert run under the lock.
+-- Book into the first named staff member (by name) who is free at the wanted time; the check
+-- then the insert run under the staff members' locks.
 create function book_into(
   cfg agent_configurations, p_staff jsonb, p_args jsonb, p_call_log uuid, p_now timestamptz,
   p_min_notice integer, p_move uuid default null
@@ -397,21 +396,28 @@ declare
   booked appointments;
   slot record;
 begin
+  -- Every staff member the request could book is locked before anything is read, always in
+  -- (staff_name, id) order, so two bookings can't deadlock and the check sees committed rows.
   foreach staff_id in array staff_ids loop
     perform lock_staff(staff_id);
-    if p_move is null and p_call_log is not null then
-      -- A retry of a booking this call already made answers with that booking.
-      select a.* into booked from appointments a
-      where a.call_log_id = p_call_log and a.staff_member_id = staff_id
-        and a.appointment_date = wanted_date and a.appointment_time = wanted_time
-        and a.status <> 'cancelled'
-      limit 1;
-      if booked.id is not null then
-        return jsonb_build_object('booked', true, 'replayed', true,
-                                  'appointment', appointment_json(booked, (
-                                    select s.staff_name from staff_members s where s.id = staff_id)));
-      end if;
+  end loop;
+  if p_move is null and p_call_log is not null then
+    -- A retry of a booking this call already made answers with that booking, whichever of
+    -- the staff members it went to.
+    select a.* into booked from appointments a
+    where a.call_log_id = p_call_log and a.staff_member_id = any(staff_ids)
+      and a.appointment_date = wanted_date and a.appointment_time = wanted_time
+      and a.status <> 'cancelled'
+    order by a.created_at, a.id
+    limit 1;
+    if booked.id is not null then
+      return jsonb_build_object('booked', true, 'replayed', true,
+                                'appointment', appointment_json(booked, (
+                                  select s.staff_name from staff_members s
+                                  where s.id = booked.staff_member_id)));
     end if;
+  end if;
+  foreach staff_id in array staff_ids loop
     select f.* into slot
     from free_slots(cfg.id, array[staff_id], wanted_date, wanted_date, duration, not_before,
                     wanted_time, p_move) f
@@ -550,7 +556,22 @@ begin
       and a.appointment_date = (p_args ->> 'date')::date
       and (not p_args ? 'time' or a.appointment_time = (p_args ->> 'time')::time);
     if n = 0 then
-      return jsonb_build_object('problem', 'appointment_not_found');
+      -- Asked again after cancelling: the cancelled one, so that a repeat is answered kindly.
+      select count(*), coalesce(jsonb_agg(appointment_json(a, s.staff_name) order by a.starts_at), '[]')
+        into n, matches
+      from caller_appointments(cfg, p_call, p_args) a
+      join staff_members s on s.id = a.staff_member_id
+      where a.status = 'cancelled' and a.starts_at >= p_now
+        and a.appointment_date = (p_args ->> 'date')::date
+        and (not p_args ? 'time' or a.appointment_time = (p_args ->> 'time')::time)
+        and not exists (
+          select 1 from appointments b
+          where b.appointment_date = a.appointment_date and b.appointment_time = a.appointment_time
+            and b.staff_member_id = a.staff_member_id and b.status <> 'cancelled'
+        );
+      if n <> 1 then
+        return jsonb_build_object('problem', 'appointment_not_found');
+      end if;
     elsif n > 1 then
       return jsonb_build_object('problem', 'ambiguous_appointment', 'choices', matches);
     end if;
@@ -626,6 +647,10 @@ begin
     return chosen || jsonb_build_object('timezone', cfg.timezone, 'today', today);
   end if;
   current := chosen -> 'appointment';
+  if current ->> 'status' = 'cancelled' then
+    return jsonb_build_object('problem', 'appointment_cancelled', 'timezone', cfg.timezone,
+                              'appointment', current);
+  end if;
   if current ->> 'status' not in ('scheduled', 'confirmed')
      or (current ->> 'start')::timestamptz < p_now then
     return jsonb_build_object('problem', 'appointment_not_movable', 'timezone', cfg.timezone,

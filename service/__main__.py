@@ -1,9 +1,10 @@
-"""The command line: migrate, serve (optionally with the demo clinic)."""
+"""The command line: migrate, serve (optionally with the demo clinic), tools, call."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -72,6 +73,86 @@ def _serve(settings: Settings, *, demo: bool) -> int:
     return 0
 
 
+def _quiet_http_logs() -> None:
+    # The operator commands print each request themselves; httpx's own line per request is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _tools(settings: Settings, args: argparse.Namespace) -> int:
+    from service import cli_tools
+
+    _quiet_http_logs()
+    if not args.sync:
+        return cli_tools.print_tools(args.base_url or cli_tools.PLACEHOLDER_BASE_URL, sys.stdout)
+    if not args.llm_id or not args.base_url:
+        print("tools --sync needs --llm-id and --base-url.", file=sys.stderr)
+        return cli_tools.EXIT_USAGE
+    if settings.retell_api_key is None:
+        print("tools --sync needs RETELL_API_KEY (your Retell API key).", file=sys.stderr)
+        return cli_tools.EXIT_USAGE
+
+    async def run() -> int:
+        assert settings.retell_api_key is not None
+        async with cli_tools.retell_client(
+            settings.retell_api_base_url,
+            settings.retell_api_key.get_secret_value(),
+            settings.http_timeout_seconds,
+        ) as client:
+            return await cli_tools.sync_tools(
+                client, args.llm_id, args.base_url, apply=args.apply, out=sys.stdout, err=sys.stderr
+            )
+
+    return asyncio.run(run())
+
+
+def _call(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from service import cli_call
+
+    _quiet_http_logs()
+    if args.key_file:
+        try:
+            key = Path(args.key_file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            print(f"can't read --key-file: {error.strerror}", file=sys.stderr)
+            return cli_call.EXIT_USAGE
+    elif settings.retell_api_key is not None:
+        key = settings.retell_api_key.get_secret_value()
+    else:
+        print("call needs --key-file or RETELL_API_KEY to sign requests.", file=sys.stderr)
+        return cli_call.EXIT_USAGE
+    try:
+        function_args = cli_call.parse_assignments(args.assignments)
+    except cli_call.UsageError as error:
+        print(error, file=sys.stderr)
+        return cli_call.EXIT_USAGE
+    identity = cli_call.CallIdentity(agent_id=args.agent_id)
+    if args.call_id:
+        identity.call_id = args.call_id
+    if args.from_number is not None:
+        identity.from_number = args.from_number or None
+    if args.to_number is not None:
+        identity.to_number = args.to_number or None
+
+    async def run() -> int:
+        async with cli_call.service_client(args.base_url, settings.http_timeout_seconds) as client:
+            if args.function == "simulate":
+                return await cli_call.simulate(
+                    client,
+                    key,
+                    identity,
+                    patient_name=args.patient_name,
+                    out=sys.stdout,
+                    err=sys.stderr,
+                )
+            return await cli_call.call_function(
+                client, key, identity, args.function, function_args, out=sys.stdout, err=sys.stderr
+            )
+
+    return asyncio.run(run())
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -102,7 +183,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--demo", action="store_true", help="load the demo clinic first")
     serve.add_argument("--host", help="overrides HOST")
     serve.add_argument("--port", type=int, help="overrides PORT")
-    args = parser.parse_args(argv)
+    tools = commands.add_parser("tools", help="print (or sync) the Retell custom functions")
+    tools.add_argument("--base-url", help="the service's public URL, e.g. https://clinic.example")
+    tools.add_argument("--sync", action="store_true", help="update a Retell LLM's tools")
+    tools.add_argument("--llm-id", help="the Retell LLM to update (with --sync)")
+    tools.add_argument("--apply", action="store_true", help="write (default: dry run)")
+    call = commands.add_parser(
+        "call", help="send a signed function request, or `simulate` a whole call"
+    )
+    call.add_argument("function", help="a function name, or `simulate`")
+    call.add_argument("assignments", nargs="*", help="arguments: key=value or key:=json")
+    call.add_argument("--agent-id", required=True, help="the clinic's Retell agent id")
+    call.add_argument("--base-url", default="http://127.0.0.1:8080", help="the running service")
+    call.add_argument("--key-file", help="a file holding the signing key (else RETELL_API_KEY)")
+    call.add_argument("--call-id", help="the call's id (default: a new one)")
+    call.add_argument("--from-number", help="the caller's number ('' for a web call)")
+    call.add_argument("--to-number", help="the clinic's number")
+    call.add_argument("--patient-name", default="Sam Simulated", help="who books (simulate)")
+    # Function arguments may come before or after the options: collect the loose key=value ones.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "call" or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.assignments = [*args.assignments, *extra]
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -111,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         return _serve(settings.model_copy(update=overrides), demo=args.demo)
+    if args.command == "tools":
+        return _tools(settings, args)
+    if args.command == "call":
+        return _call(settings, args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import db, functions
+from service import db, functions, metrics, webhooks
 from service.config import Settings
 from service.errors import ServiceError, error_response, json_response
 from service.state import DATABASE_UNAVAILABLE, State, state_of, utc_now
@@ -33,9 +33,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     state = state_of(request)
     try:
-        async with asyncio.timeout(state.settings.ready_timeout_seconds):
-            async with state.pool.acquire() as conn:
-                await conn.fetchval("select 1")
+        await state.fetchval_within(state.settings.ready_timeout_seconds, "select 1")
     except TimeoutError:
         return _not_ready("timeout", "The database did not answer within the time limit.")
     except DATABASE_UNAVAILABLE:
@@ -50,10 +48,14 @@ def _not_ready(check: str, message: str) -> Response:
 
 
 class CanonicalLogLine:
-    """One log line per request: method, path, status, latency, plus what handlers bound."""
+    """One log line per request: method, path, status, latency, plus what handlers bound.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The same measurements feed the request counters and latency histograms.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: metrics.Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,14 +74,27 @@ class CanonicalLogLine:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            elapsed = time.perf_counter() - started
             log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                latency_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
+            endpoint, function = _labels(scope)
+            self.metrics.request_done(endpoint, function, status, elapsed)
+
+
+def _labels(scope: Scope) -> tuple[str, str]:
+    """The route's path template and the function name (only known ones: bounded labels)."""
+    route = scope.get("route")
+    endpoint = getattr(route, "path", None) or "unmatched"
+    name = scope.get("path_params", {}).get("function_name")
+    if name is None:
+        return endpoint, ""
+    return endpoint, name if name in functions.functions() else "unknown"
 
 
 async def on_service_error(request: Request, exc: Exception) -> Response:
@@ -109,6 +124,9 @@ def routes() -> list[Route]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/retell/functions/{function_name}", functions.endpoint, methods=["POST"]),
+        Route("/retell/webhook", webhooks.call_event, methods=["POST"]),
+        Route("/retell/inbound", webhooks.inbound, methods=["POST"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
 
 
@@ -117,12 +135,20 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI fills it in)")
     database_url = settings.database_url
+    # Per app, not per module: two apps in one process (tests) keep separate counts.
+    app_metrics = metrics.Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await db.create_pool(database_url, settings)
+        warming = asyncio.create_task(
+            db.warm_pool(pool, settings.pool_min_size, settings.request_deadline_seconds)
+        )
         http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
-        app.state.service = State(settings=settings, pool=pool, http=http, clock=clock)
+        app.state.service = State(
+            settings=settings, pool=pool, http=http, clock=clock, metrics=app_metrics
+        )
+        app_metrics.watch_pool(pool)
         if settings.insecure_skip_signature_check:
             structlog.get_logger(__name__).warning(
                 "signature_check_disabled",
@@ -132,12 +158,14 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         try:
             yield
         finally:
+            app_metrics.watch_pool(None)
+            warming.cancel()
             await http.aclose()
-            await asyncio.wait_for(pool.close(), timeout=5)
+            await db.close_pool(pool, within_seconds=3)
 
-    return Starlette(
+    app = Starlette(
         routes=routes(),
-        middleware=[Middleware(CanonicalLogLine)],
+        middleware=[Middleware(CanonicalLogLine, metrics=app_metrics)],
         exception_handlers={
             ServiceError: on_service_error,
             HTTPException: on_http_error,
@@ -145,3 +173,5 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         },
         lifespan=lifespan,
     )
+    app.state.metrics = app_metrics
+    return app

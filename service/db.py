@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
@@ -128,14 +129,23 @@ async def _keep_session(conn: Connection) -> None:
     """
 
 
+def statement_cache_size(url: str, settings: Settings) -> int:
+    """STATEMENT_CACHE_SIZE when set, else 0 behind a transaction pooler and 256 otherwise."""
+    if settings.statement_cache_size is not None:
+        return settings.statement_cache_size
+    return 0 if wants_statement_cache_off(url) else 256
+
+
 async def create_pool(url: str, settings: Settings) -> Pool:
-    """Open the service's pool: no per-release reset, JSON decoded with orjson."""
-    cache = settings.statement_cache_size
-    if cache is None:
-        cache = 0 if wants_statement_cache_off(url) else 256
+    """Open the service's pool: no per-release reset, JSON decoded with orjson.
+
+    Opening it connects nothing (`min_size=0`), so the service starts while the database is
+    down; every acquire connects on demand, and `warm_pool` opens the first few in the background.
+    """
+    cache = statement_cache_size(url, settings)
     pool = await asyncpg.create_pool(
         _clean_url(url),
-        min_size=min(settings.pool_min_size, settings.pool_max_size),
+        min_size=0,
         max_size=settings.pool_max_size,
         init=_init_connection,
         reset=_keep_session,
@@ -147,3 +157,37 @@ async def create_pool(url: str, settings: Settings) -> Pool:
     )
     log.info("database_pool_opened", max_size=settings.pool_max_size, statement_cache=cache)
     return pool
+
+
+async def warm_pool(pool: Pool, size: int, wait_seconds: float, retry_seconds: float = 1.0) -> None:
+    """Open `size` connections once the database answers, retrying until it does.
+
+    Run as a background task by the lifespan (and cancelled with it): the first requests then
+    find connections ready, and a database that is down at start only delays readiness.
+    """
+    size = min(size, pool.get_max_size())
+    while size > 0:
+        try:
+            connections = await asyncio.gather(
+                *(pool.acquire(timeout=wait_seconds) for _ in range(size)), return_exceptions=True
+            )
+            failed = [c for c in connections if isinstance(c, BaseException)]
+            for conn in connections:
+                if not isinstance(conn, BaseException):
+                    await pool.release(conn, timeout=wait_seconds)
+            if not failed:
+                log.info("database_pool_warm", connections=size)
+                return
+            log.info("database_not_ready", error=type(failed[0]).__name__)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.info("database_not_ready", error=type(exc).__name__)
+        await asyncio.sleep(retry_seconds)
+
+
+async def close_pool(pool: Pool, within_seconds: float) -> None:
+    """Close gracefully within `within_seconds`, else drop the connections (database silent)."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=within_seconds)
+    except (TimeoutError, OSError, asyncpg.InterfaceError):
+        pool.terminate()
+    log.info("database_pool_closed")

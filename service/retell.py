@@ -74,7 +74,23 @@ def parse_object(raw_body: bytes) -> dict[str, Any]:
         raise ServiceError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(value, dict):
         raise ServiceError(400, "invalid_json", "The request body must be a JSON object.")
+    # PostgreSQL's text and jsonb can't hold U+0000; refused here, before anything is stored.
+    # JSON can only spell it as an escape, so bodies without one skip the walk.
+    if b"\\u0000" in raw_body and _holds_nul(value):
+        raise ServiceError(
+            400, "unstorable_text", "The request holds a NUL character, which cannot be stored."
+        )
     return value
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 class Call(BaseModel):

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from service import db
 from service.config import Settings
 from service.errors import ServiceError
+from service.metrics import Metrics
 from service.retell import read_body, signature_is_valid
 
 log = structlog.get_logger(__name__)
@@ -37,6 +38,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# How long a connection whose statement failed midway may take to be handed back (asyncpg waits
+# for the server to confirm the cancel); past it the connection is dropped.
+_RELEASE_TIMEOUT_SECONDS = 2.0
+
+
 @dataclass
 class State:
     """Opened and closed by the lifespan; reached through `state_of(request)`."""
@@ -45,17 +51,16 @@ class State:
     pool: db.Pool
     http: httpx.AsyncClient
     clock: Callable[[], datetime] = field(default=utc_now)
+    metrics: Metrics = field(default_factory=Metrics)
+    _releasing: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Run one statement on a pooled connection within the service's deadline.
 
         A database that is down, unreachable, or slower than the deadline is a 503, never a hang.
         """
-        settings = self.settings
         try:
-            async with asyncio.timeout(settings.request_deadline_seconds):
-                async with self.pool.acquire(timeout=settings.pool_acquire_timeout_seconds) as conn:
-                    return await conn.fetchval(sql, *args)
+            return await self.fetchval_within(self.settings.request_deadline_seconds, sql, *args)
         except DATABASE_UNAVAILABLE as exc:
             log.warning("database_unavailable", error=type(exc).__name__)
             raise ServiceError(
@@ -63,6 +68,37 @@ class State:
                 "database_unavailable",
                 "The scheduling database is not answering right now; please try again.",
             ) from None
+
+    async def fetchval_within(self, seconds: float, sql: str, *args: Any) -> Any:
+        """One statement, waiting for a connection included, all within `seconds`.
+
+        Raises one of DATABASE_UNAVAILABLE when the database can't answer in time. A connection
+        whose statement failed or timed out is handed back in the background: asyncpg first
+        cancels the statement on the server (so a late commit can't follow a 503), and drops a
+        connection that is broken, so the next request opens a fresh one.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        with self.metrics.pool_waiting.track_inprogress():
+            conn = await self.pool.acquire(
+                timeout=min(seconds, self.settings.pool_acquire_timeout_seconds)
+            )
+        try:
+            value = await conn.fetchval(sql, *args, timeout=max(deadline - loop.time(), 0.001))
+        except BaseException:
+            task = asyncio.create_task(self._release(conn))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+            raise
+        await self.pool.release(conn, timeout=_RELEASE_TIMEOUT_SECONDS)
+        return value
+
+    async def _release(self, conn: Any) -> None:
+        try:
+            await self.pool.release(conn, timeout=_RELEASE_TIMEOUT_SECONDS)
+        except Exception as exc:
+            # Whatever failed, asyncpg has terminated the connection; the pool opens a new one.
+            log.info("database_connection_dropped", error=type(exc).__name__)
 
 
 def state_of(request: Request) -> State:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from service.errors import ServiceError, json_response
 from service.functions.args import Args, refusal_for, region_of
 from service.retell import Call, parse_object
-from service.state import signed_body, state_of
+from service.state import State, signed_body, state_of
 
 log = structlog.get_logger(__name__)
 
@@ -136,9 +136,9 @@ async def endpoint(request: Request) -> Response:
         args = function.args.model_validate(raw_args)
         prepared = function.prepare(args, context) if function.prepare else args.for_database()
     except ValidationError as error:
-        return _refuse(function, refusal_for(error, function.args), {})
+        return _refuse(state, function, refusal_for(error, function.args), {})
     except Refusal as refusal:
-        return _refuse(function, refusal.message, refusal.fields)
+        return _refuse(state, function, refusal.message, refusal.fields)
 
     result = await state.fetchval(
         function.sql,
@@ -155,11 +155,14 @@ async def endpoint(request: Request) -> Response:
     try:
         body = function.speak(result, args, context)
     except Refusal as refusal:
-        return _refuse(function, refusal.message, refusal.fields)
+        return _refuse(state, function, refusal.message, refusal.fields)
     structlog.contextvars.bind_contextvars(ok=body["ok"])
+    state.metrics.function_result(name, body)
     return json_response(body)
 
 
-def _refuse(function: Function, message: str, fields: dict[str, Any]) -> Response:
+def _refuse(state: State, function: Function, message: str, fields: dict[str, Any]) -> Response:
     structlog.contextvars.bind_contextvars(ok=False)
-    return json_response({"ok": False, **function.refusal_fields(), **fields, "message": message})
+    body = {"ok": False, **function.refusal_fields(), **fields, "message": message}
+    state.metrics.function_result(function.name, body)
+    return json_response(body)

@@ -61,14 +61,27 @@ def _strip_blank(value: Any) -> Any:
 
 LocalDate = Annotated[date, BeforeValidator(_parse_date)]
 LocalTime = Annotated[time, BeforeValidator(_parse_time)]
-Text = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=500)]
-LongText = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=4000)]
-Name = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=200)]
-Phone = Annotated[str | None, BeforeValidator(_strip_blank), StringConstraints(max_length=40)]
+
+
+# Optional text: blank means absent, and the length limit applies to what is left.
+Text = Annotated[
+    Annotated[str, StringConstraints(max_length=500)] | None, BeforeValidator(_strip_blank)
+]
+LongText = Annotated[
+    Annotated[str, StringConstraints(max_length=4000)] | None, BeforeValidator(_strip_blank)
+]
+Name = Annotated[
+    Annotated[str, StringConstraints(max_length=200)] | None, BeforeValidator(_strip_blank)
+]
+Phone = Annotated[
+    Annotated[str, StringConstraints(max_length=40)] | None, BeforeValidator(_strip_blank)
+]
+_EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# pydantic leaves a pattern on an optional string out of the JSON Schema; the LLM should see it.
 Email = Annotated[
-    str | None,
+    Annotated[str, StringConstraints(max_length=254, pattern=_EMAIL_PATTERN)] | None,
     BeforeValidator(_strip_blank),
-    StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    Field(json_schema_extra={"pattern": _EMAIL_PATTERN}),
 ]
 
 
@@ -78,7 +91,12 @@ def _positive_minutes(value: int | None) -> int | None:
     return value
 
 
-Minutes = Annotated[int | None, AfterValidator(_positive_minutes)]
+# The range is checked by the validator (its own refusal sentence) and told to the LLM's schema.
+Minutes = Annotated[
+    int | None,
+    AfterValidator(_positive_minutes),
+    Field(json_schema_extra={"minimum": 5, "maximum": 480}),
+]
 
 
 class Args(BaseModel):
@@ -86,8 +104,17 @@ class Args(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    # What to ask the caller for when a field is missing or malformed.
+    # What to ask the caller for when a field is missing.
     ASK: ClassVar[dict[str, str]] = {}
+    # What to say when a field has a value of the wrong type or out of its range.
+    WRONG: ClassVar[dict[str, str]] = {
+        "staff_member_id": (
+            "That staff member id isn't one I know; could you give me the staff member's name?"
+        ),
+        "duration_minutes": "The duration must be between 5 and 480 minutes.",
+        "patient_email": "That email address doesn't look right; could you spell it again?",
+        "caller_email": "That email address doesn't look right; could you spell it again?",
+    }
 
     def for_database(self) -> dict[str, Any]:
         """The arguments as JSON for the database function: ISO dates, HH:MM times."""
@@ -128,10 +155,14 @@ def refusal_for(error: ValidationError, model: type[Args]) -> str:
             sentences.append(model.ASK[field])
             continue
         spoken_field = field.replace("_", " ")
-        code = str(item.get("ctx", {}).get("error", "")) or item["type"]
-        template = _GENERIC.get(code) or _GENERIC.get(item["type"])
-        if template is None:
-            template = model.ASK.get(field) or "The {field} doesn't look right; could you check it?"
+        code = str(item.get("ctx", {}).get("error", ""))
+        template = (
+            _GENERIC.get(code)
+            or model.WRONG.get(field)
+            or _GENERIC.get(item["type"])
+            or model.ASK.get(field)
+            or "The value given for {field} doesn't look right; could you check it?"
+        )
         sentences.append(template.format(field=spoken_field))
     return " ".join(dict.fromkeys(sentences))
 

@@ -20,6 +20,12 @@ class CheckAvailabilityArgs(Args):
     """Arguments of check_availability."""
 
     ASK: ClassVar[dict[str, str]] = {"date": "Which day would you like me to check?"}
+    WRONG: ClassVar[dict[str, str]] = {
+        **Args.WRONG,
+        "days": "I can search 1 to 31 days at a time; how many days should I look at?",
+        "max_slots": "I can list 1 to 100 slots at a time.",
+        "time_preference": "The time preference must be morning, afternoon or evening (or any).",
+    }
 
     date: LocalDate = Field(description="First day to search, YYYY-MM-DD in the clinic's zone.")
     days: int = Field(default=1, ge=1, le=31, description="How many days to search (1-31).")

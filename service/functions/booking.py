@@ -222,6 +222,11 @@ def _selector_refusal(result: dict[str, Any]) -> Refusal | None:
             reason="ambiguous_appointment",
             choices=choices,
         )
+    if result.get("problem") == "appointment_cancelled":
+        return Refusal(
+            "That appointment was cancelled, so I can't move it. Shall I book a new one instead?",
+            reason="appointment_cancelled",
+        )
     if result.get("problem") in ("appointment_in_past", "appointment_not_movable"):
         return Refusal(
             "That appointment has already taken place, so I can't change it.",

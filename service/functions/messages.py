@@ -19,6 +19,14 @@ class LeaveVoicemailArgs(Args):
     """Arguments of leave_voicemail."""
 
     ASK: ClassVar[dict[str, str]] = {"message": "What message would you like me to pass on?"}
+    WRONG: ClassVar[dict[str, str]] = {
+        **Args.WRONG,
+        "message": "What message would you like me to pass on?",
+        "priority": "The priority must be low, normal, high or urgent.",
+        "message_type": (
+            "The message type must be voicemail, callback_request or information_request."
+        ),
+    }
 
     message: MessageText = Field(description="The caller's message, in their words.")
     caller_name: Name = None

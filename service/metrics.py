@@ -1,0 +1,156 @@
+"""Prometheus metrics: one registry per app, so several apps (tests) never share counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.db import Pool
+
+# Most answers take 1-100 ms; the tail up to the 3 s deadline still needs a bucket of its own.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    3.0,
+    10.0,
+)
+
+# Call events Retell sends; anything else is counted as "other" to keep the label set bounded.
+WEBHOOK_EVENTS = frozenset(
+    {
+        "call_started",
+        "call_ended",
+        "call_analyzed",
+        "call_inbound",
+        "transcript_updated",
+        "transfer_started",
+        "transfer_bridged",
+        "transfer_cancelled",
+        "transfer_ended",
+    }
+)
+
+# Functions whose results count as bookings made or refused.
+BOOKING_FUNCTIONS = frozenset({"book_appointment", "reschedule_appointment"})
+
+
+class PoolCollector(Collector):
+    """Reads the database pool's sizes at scrape time; nothing is kept between scrapes."""
+
+    def __init__(self) -> None:
+        self.pool: Pool | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pool = self.pool
+        if pool is None:
+            return
+        size, idle = pool.get_size(), pool.get_idle_size()
+        connections = GaugeMetricFamily(
+            "db_pool_connections", "Database pool connections by state.", labels=["state"]
+        )
+        connections.add_metric(["in_use"], size - idle)
+        connections.add_metric(["idle"], idle)
+        yield connections
+        yield GaugeMetricFamily(
+            "db_pool_max_connections", "The pool's maximum size.", value=pool.get_max_size()
+        )
+
+
+class Metrics:
+    """The service's counters, histograms and gauges, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "requests",
+            "HTTP requests answered, by route, function and status.",
+            ["endpoint", "function", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "request_duration_seconds",
+            "Time from the request's arrival to its answer, by route and function.",
+            ["endpoint", "function"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.bookings = Counter(
+            "bookings",
+            "Bookings and moves made, or refused (by reason).",
+            ["function", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self.webhook_events = Counter(
+            "webhook_events",
+            "Call webhook events by outcome: stored, duplicate (absorbed), ignored, unknown_agent.",
+            ["event", "outcome"],
+            registry=self.registry,
+        )
+        self.pool_waiting = Gauge(
+            "db_pool_waiting",
+            "Requests waiting for a database connection right now.",
+            registry=self.registry,
+        )
+        self.pool = PoolCollector()
+        self.registry.register(self.pool)
+
+    def watch_pool(self, pool: Pool | None) -> None:
+        """Report this pool's sizes from now on (None: stop, e.g. once it is closed)."""
+        self.pool.pool = pool
+
+    def request_done(self, endpoint: str, function: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, function, str(status)).inc()
+        self.latency.labels(endpoint, function).observe(seconds)
+
+    def function_result(self, function: str, body: dict[str, Any]) -> None:
+        """Count a booking or a refused one, from the result the agent receives."""
+        if function not in BOOKING_FUNCTIONS:
+            return
+        if body.get("booked"):
+            self.bookings.labels(function, "booked", "").inc()
+        else:
+            self.bookings.labels(
+                function, "refused", str(body.get("reason") or "invalid_args")
+            ).inc()
+
+    def webhook_event(self, event: str, outcome: str) -> None:
+        """Count one call webhook event: outcome is stored, duplicate, ignored or unknown_agent."""
+        self.webhook_events.labels(event if event in WEBHOOK_EVENTS else "other", outcome).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_of(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+async def endpoint(request: Request) -> Response:
+    """GET /metrics in Prometheus' text format."""
+    return Response(metrics_of(request).render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,152 @@
+"""Two non-cancelled appointments of one staff member never overlap, whoever writes them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, time
+
+import asyncpg
+import pytest
+
+from tests.factories import Clinic, add_appointment
+
+DAY = date(2027, 3, 3)
+WRITERS = 40
+ROUNDS = 5
+
+INSERT = """
+insert into appointments (staff_member_id, patient_name, patient_phone, appointment_date,
+  appointment_time, duration_minutes)
+values ($1, $2, '+16175550187', $3, $4, $5)
+"""
+
+
+async def test_overlapping_insert_is_refused(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """A plain INSERT overlapping a scheduled appointment fails with 23P01 and stores nothing."""
+    lee = clinic.staff["Dr. Ada Lee"]
+    await add_appointment(db, lee, DAY, time(9), duration=30)
+    with pytest.raises(asyncpg.ExclusionViolationError) as raised:
+        await add_appointment(db, lee, DAY, time(9, 15), duration=30, name="Tom Reyes")
+    assert raised.value.sqlstate == "23P01"
+    assert "already has an appointment" in str(raised.value)
+    assert await db.fetchval("select count(*) from appointments") == 1
+
+
+async def test_back_to_back_and_other_staff_are_allowed(
+    db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Touching intervals of one staff member, and the same time for another, are both fine."""
+    lee = clinic.staff["Dr. Ada Lee"]
+    await add_appointment(db, lee, DAY, time(9), duration=30)
+    await add_appointment(db, lee, DAY, time(9, 30), duration=30)
+    await add_appointment(db, clinic.staff["Dr. Omar Haddad"], DAY, time(9), duration=30)
+    assert await db.fetchval("select count(*) from appointments") == 3
+
+
+async def test_cancelled_appointment_may_overlap(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """A cancelled appointment occupies nothing: a new one may take its time, and vice versa."""
+    lee = clinic.staff["Dr. Ada Lee"]
+    await add_appointment(db, lee, DAY, time(10), status="cancelled")
+    await add_appointment(db, lee, DAY, time(10))
+    await add_appointment(db, lee, DAY, time(10, 10), status="cancelled")
+    assert await db.fetchval("select count(*) from appointments") == 3
+
+
+async def test_update_into_overlap_is_refused(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """Moving an appointment onto another one, or un-cancelling into a taken time, fails."""
+    lee = clinic.staff["Dr. Ada Lee"]
+    await add_appointment(db, lee, DAY, time(9))
+    later = await add_appointment(db, lee, DAY, time(11))
+    cancelled = await add_appointment(db, lee, DAY, time(9, 10), status="cancelled")
+    with pytest.raises(asyncpg.ExclusionViolationError):
+        await db.execute("update appointments set appointment_time = '09:20' where id = $1", later)
+    with pytest.raises(asyncpg.ExclusionViolationError):
+        await db.execute("update appointments set appointment_time = '08:00', duration_minutes = 90"
+            " where id = $1",
+            later,)
+    with pytest.raises(asyncpg.ExclusionViolationError):
+        await db.execute("update appointments set status = 'scheduled' where id = $1", cancelled)
+    row = await db.fetchrow(
+        "select appointment_time, duration_minutes from appointments where id = $1", later
+    )
+    assert (row["appointment_time"], row["duration_minutes"]) == (time(11), 30)
+
+
+async def test_update_in_place_is_allowed(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """An appointment does not collide with itself when it is lengthened or shifted a little."""
+    lee = clinic.staff["Dr. Ada Lee"]
+    appointment = await add_appointment(db, lee, DAY, time(9))
+    await db.execute(
+        "update appointments set appointment_time = '09:10', duration_minutes = 45 where id = $1",
+        appointment,
+    )
+    ends = await db.fetchval("select ends_at - starts_at from appointments where id = $1", appointment)
+    assert ends.total_seconds() == 45 * 60
+
+
+@pytest.fixture
+async def writers(database_url: str) -> AsyncIterator[list[asyncpg.Connection]]:
+    """Forty separate connections, one per concurrent writer."""
+    conns = await asyncio.gather(*(asyncpg.connect(database_url) for _ in range(WRITERS)))
+    try:
+        yield list(conns)
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
+
+
+async def _race(
+    conns: list[asyncpg.Connection], staff_id: uuid.UUID, start: time, isolation: str | None
+) -> list[BaseException | None]:
+    """Every connection inserts an overlapping appointment at once; the outcome of each."""
+    gate = asyncio.Event()
+
+    async def one(conn: asyncpg.Connection, i: int) -> BaseException | None:
+        await gate.wait()
+        try:
+            if isolation is None:
+                await conn.execute(INSERT, staff_id, f"Patient {i}", DAY, start, 20 + i % 3 * 10)
+            else:
+                async with conn.transaction(isolation=isolation):
+                    # The snapshot is taken here, before any competitor commits.
+                    await conn.fetchval("select count(*) from appointments")
+                    await conn.execute(
+                        INSERT, staff_id, f"Patient {i}", DAY, start, 20 + i % 3 * 10
+                    )
+        except asyncpg.PostgresError as error:
+            return error
+        return None
+
+    tasks = [asyncio.ensure_future(one(c, i)) for i, c in enumerate(conns)]
+    await asyncio.sleep(0)
+    gate.set()
+    return list(await asyncio.gather(*tasks))
+
+
+@pytest.mark.parametrize("isolation", [None, "repeatable_read"])
+async def test_concurrent_inserts_leave_one_booking(
+    db: asyncpg.Connection,
+    clinic: Clinic,
+    writers: list[asyncpg.Connection],
+    isolation: str | None,
+) -> None:
+    """40 concurrent overlapping inserts leave exactly one row per round, without deadlocks."""
+    lee = clinic.staff["Dr. Ada Lee"]
+    for round_ in range(ROUNDS):
+        start = time(9 + round_)
+        outcomes = await _race(writers, lee, start, isolation)
+        errors = [e for e in outcomes if e is not None]
+        codes = {e.sqlstate for e in errors if isinstance(e, asyncpg.PostgresError)}
+        assert "40P01" not in codes, "deadlock detected"
+        # Refusals are overlaps (23P01); at REPEATABLE READ a writer may also be told to retry.
+        allowed = {"23P01"} if isolation is None else {"23P01", "40001"}
+        assert codes <= allowed, [str(e) for e in errors]
+        assert len(errors) == WRITERS - 1
+        rows = await db.fetchval(
+            "select count(*) from appointments where staff_member_id = $1"
+            " and appointment_time = $2",
+            lee,
+            start,
+        )
+        assert rows == 1, f"round {round_}: {rows} rows"
