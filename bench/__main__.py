@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from bench import data, report
 from bench.run import RESULTS, ROOT, Options, Results, main
+from service.logs import configure_logging
 
 QUICK = Options(
     requests=200,
@@ -35,6 +36,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-database", action="store_true", help="keep bench_<pid> afterwards")
     args = parser.parse_args(argv)
 
+    # The bench's own progress goes to stderr; the service's migrations need not chatter.
+    configure_logging("WARNING", "console")
     options = QUICK if args.quick else Options()
     updates = {
         "port": args.port,
