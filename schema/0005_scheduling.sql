@@ -66,7 +66,8 @@ language sql stable as $$
     union all
     select staff_member_id, local_date, be, e from rows where be is not null
   ),
-  hours as (
+  -- Materialized: the business hours of each date are parsed once, not once per window.
+  hours as materialized (
     select days.local_date, parse_clock(i ->> 'open') as opens, parse_clock(i ->> 'close') as closes
     from days, cfg,
          jsonb_array_elements(
@@ -113,10 +114,14 @@ language sql stable as $$
     where s.id = any(p_staff_ids) and s.agent_configuration_id = p_configuration_id
       and s.is_active and s.is_bookable
   ),
+  -- Materialized: computed once, not once per staff member by a nested loop.
+  working as materialized (
+    select w.* from working_windows(p_configuration_id, p_staff_ids, p_from, p_to) w
+  ),
   windows as (
     select w.*, st.staff_name, st.d, st.before_min, st.after_min,
            local_instant(w.local_date + w.closes, cfg.tz) as window_end
-    from working_windows(p_configuration_id, p_staff_ids, p_from, p_to) w
+    from working w
     join staff st on st.id = w.staff_member_id, cfg
   ),
   -- Rule 6's appointments, read once through idx_appointments_staff_starts rather than per
@@ -142,7 +147,8 @@ language sql stable as $$
     from windows w
     where p_at is not null and time_of(p_at) >= w.opens and time_of(p_at) < w.closes
   ),
-  candidates as (
+  -- Materialized: each candidate's instant is computed once, not in every test that uses it.
+  candidates as materialized (
     select o.*, local_instant(o.local_date + o.local_offset, cfg.tz) as starts_at
     from offsets o, cfg
   )
