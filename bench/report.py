@@ -89,8 +89,8 @@ def render(results: Results) -> str:
         lines.append(
             f"Memory: the service's resident size went from {results.rss_before / 2**20:.1f} MiB "
             f"to {results.rss_after / 2**20:.1f} MiB ({change:+.1f}%) over "
-            f"{options.memory_requests:,} requests (readyz, check_availability, leave_voicemail, "
-            "forward_call in turn)."
+            f"{options.memory_requests:,} requests (readyz alternating with check_availability, "
+            "leave_voicemail and forward_call)."
         )
         lines.append("")
     return "\n".join(lines)
