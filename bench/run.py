@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -102,9 +103,12 @@ async def database_server() -> AsyncIterator[str]:
         server.cleanup()
 
 
-@contextmanager
-def service(database_url: str, port: int, log_name: str) -> Iterator[psutil.Process]:
-    """`python -m service serve` as a subprocess, ready when /healthz answers."""
+@asynccontextmanager
+async def service(database_url: str, port: int, log_name: str) -> AsyncIterator[psutil.Process]:
+    """`python -m service serve` as a subprocess, ready when /readyz answers.
+
+    Waiting never blocks the event loop: the round-trip proxy runs on it.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ,
@@ -115,8 +119,11 @@ def service(database_url: str, port: int, log_name: str) -> Iterator[psutil.Proc
         LOG_FORMAT="json",
     )
     with (RESULTS / log_name).open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -124,25 +131,29 @@ def service(database_url: str, port: int, log_name: str) -> Iterator[psutil.Proc
         )
         try:
             deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the service exited; see {RESULTS / log_name}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service did not answer /healthz within 30 s")
-                time.sleep(0.2)
+            async with httpx.AsyncClient(timeout=1) as client:
+                while True:
+                    if process.returncode is not None:
+                        raise RuntimeError(f"the service exited; see {RESULTS / log_name}")
+                    try:
+                        answer = await client.get(f"http://127.0.0.1:{port}/readyz")
+                        if answer.status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the service was not ready within 30 s")
+                    await asyncio.sleep(0.2)
             yield psutil.Process(process.pid)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            if process.returncode is None:
+                process.terminate()
+                try:
+                    async with asyncio.timeout(15):
+                        await process.wait()
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
 
 
 async def measure(port: int, workload: Workload, options: Options) -> Row:
@@ -193,7 +204,7 @@ async def count_round_trips(
     )
     counts: dict[str, float] = {}
     try:
-        with service(proxied, port + 1, "service-round-trips.log"):
+        async with service(proxied, port + 1, "service-round-trips.log"):
             for workload in workloads:
                 # Enough calls that each pooled connection has prepared the statement.
                 warm = await run(
@@ -301,7 +312,7 @@ async def _measure(url: str, today: date, options: Options, results: Results) ->
 
         port = options.port
         work = Workloads(clinic.agent_id, API_KEY, today, f"{os.getpid()}")
-        with service(url, port, "service.log") as process:
+        async with service(url, port, "service.log") as process:
             results.growth += await growth(port, work, options, total)
 
             started = time.perf_counter()
