@@ -218,6 +218,9 @@ begin
   if new.day_of_week not between 0 and 6 then
     perform reject(format('day_of_week must be 0 (Sunday) to 6 (Saturday), not %s', new.day_of_week));
   end if;
+  if new.start_time = time '24:00' then
+    perform reject('availability start_time must be before 24:00');
+  end if;
   -- 00:00 as an end means midnight at the close of the day (PostgreSQL also accepts 24:00).
   if new.end_time <> time '24:00' and new.end_time <= new.start_time
      and not (new.end_time = time '00:00') then
@@ -288,6 +291,9 @@ declare
 begin
   if new.status not in ('scheduled', 'confirmed', 'cancelled', 'completed', 'no_show') then
     perform reject(format('unknown appointment status %L', new.status));
+  end if;
+  if new.appointment_time = time '24:00' then
+    perform reject('appointment_time must be before 24:00 (use 00:00 of the next day)');
   end if;
   if new.duration_minutes is null or new.duration_minutes not between 1 and 1440 then
     perform reject('duration_minutes must be between 1 and 1440');
@@ -438,6 +444,8 @@ create trigger call_scripts_updated_at before update on call_scripts
 
 create function customer_call_logs_check() returns trigger
 language plpgsql as $$
+declare
+  owner uuid;
 begin
   if new.duration_ms is not null and new.duration_ms < 0 then
     perform reject('duration_ms must not be negative');
@@ -445,8 +453,17 @@ begin
   if new.started_at is not null and new.ended_at is not null and new.ended_at < new.started_at then
     perform reject('a call cannot end before it starts');
   end if;
-  if new.user_id is null and new.agent_configuration_id is not null then
-    new.user_id := owner_of_configuration(new.agent_configuration_id);
+  -- Like every child of a configuration: its owner's, or refused (a call log naming another
+  -- user's configuration would show that clinic's calls to the wrong person).
+  if new.agent_configuration_id is not null then
+    owner := owner_of_configuration(new.agent_configuration_id);
+    if owner is null then
+      perform reject('call log must belong to an existing agent configuration');
+    end if;
+    new.user_id := coalesce(new.user_id, owner);
+    if new.user_id <> owner then
+      perform reject('call log user_id must match its agent configuration''s user_id');
+    end if;
   end if;
   return new;
 end

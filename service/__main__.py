@@ -83,12 +83,22 @@ def _tools(settings: Settings, args: argparse.Namespace) -> int:
 
     _quiet_http_logs()
     if not args.sync:
+        if not args.base_url:
+            print(
+                f"(URLs use {cli_tools.PLACEHOLDER_BASE_URL}; pass --base-url with the service's "
+                "public URL)",
+                file=sys.stderr,
+            )
         return cli_tools.print_tools(args.base_url or cli_tools.PLACEHOLDER_BASE_URL, sys.stdout)
     if not args.llm_id or not args.base_url:
         print("tools --sync needs --llm-id and --base-url.", file=sys.stderr)
         return cli_tools.EXIT_USAGE
     if settings.retell_api_key is None:
         print("tools --sync needs RETELL_API_KEY (your Retell API key).", file=sys.stderr)
+        return cli_tools.EXIT_USAGE
+    problem = cli_tools.base_url_problem(args.base_url)
+    if problem:
+        print(problem, file=sys.stderr)
         return cli_tools.EXIT_USAGE
 
     async def run() -> int:
@@ -168,6 +178,7 @@ Signing key: kept in {key_file} (use it as RETELL_API_KEY when signing requests)
 Try it:
   python -m service call check_availability --agent-id {agent_id} --base-url {base} \\
       --key-file {key_file} date=$(date -d '+7 days' +%F) time_preference=morning
+  python -m service call simulate --agent-id {agent_id} --base-url {base} --key-file {key_file}
   curl -s {base}/readyz
 """,
         file=sys.stderr,

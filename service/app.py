@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import asyncpg
 import httpx
 import structlog
 from starlette.applications import Starlette
@@ -36,9 +37,21 @@ async def readyz(request: Request) -> Response:
         await state.fetchval_within(state.settings.ready_timeout_seconds, "select 1")
     except TimeoutError:
         return _not_ready("timeout", "The database did not answer within the time limit.")
-    except DATABASE_UNAVAILABLE:
+    except DATABASE_REFUSED:
         return _not_ready("unreachable", "The database cannot be reached.")
+    except asyncpg.PostgresError as exc:
+        return _not_ready("error", f"The database answered with an error ({type(exc).__name__}).")
     return json_response({"status": "ready", "checks": {"database": "ok"}})
+
+
+# Besides a dead or slow server: a database that was dropped or a role that can no longer log in
+# (the server answers, but the service cannot work with it). Never the client's fault: 503.
+DATABASE_REFUSED: tuple[type[BaseException], ...] = (
+    *DATABASE_UNAVAILABLE,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+)
 
 
 def _not_ready(check: str, message: str) -> Response:
@@ -108,12 +121,14 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
+async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+    structlog.get_logger(__name__).warning("database_unavailable", error=type(exc).__name__)
+    return error_response(
+        503, "database_unavailable", "The scheduling database is not answering right now."
+    )
+
+
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, DATABASE_UNAVAILABLE):
-        structlog.get_logger(__name__).warning("database_unavailable", error=type(exc).__name__)
-        return error_response(
-            503, "database_unavailable", "The scheduling database is not answering right now."
-        )
     structlog.get_logger(__name__).exception("unhandled_error")
     return error_response(500, "internal_error", "Something went wrong on our side.")
 
@@ -169,6 +184,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         exception_handlers={
             ServiceError: on_service_error,
             HTTPException: on_http_error,
+            # Registered per class (not caught under Exception) so that Starlette answers them
+            # as handled errors rather than re-raising them to the server as crashes.
+            **dict.fromkeys(DATABASE_REFUSED, on_database_unavailable),
             Exception: on_unexpected_error,
         },
         lifespan=lifespan,

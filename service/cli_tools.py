@@ -187,6 +187,19 @@ def tool_definitions(base_url: str) -> list[dict[str, Any]]:
     return [tool_definition(f, base_url) for f in functions().values()]
 
 
+def base_url_problem(base_url: str) -> str | None:
+    """Why Retell could not reach functions under this URL, or None when it looks right."""
+    url = httpx.URL(base_url)
+    if url.scheme not in ("http", "https") or not url.host:
+        return f"--base-url {base_url!r} is not an http(s) URL."
+    if url.host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or url.host.endswith(".local"):
+        return (
+            f"--base-url {base_url} is only reachable from this machine; Retell needs the "
+            "service's public URL."
+        )
+    return None
+
+
 def print_tools(base_url: str, out: TextIO) -> int:
     out.write(orjson.dumps(tool_definitions(base_url), option=orjson.OPT_INDENT_2).decode())
     out.write("\n")

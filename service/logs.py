@@ -27,18 +27,37 @@ def mask_phone(value: str) -> str:
     return "*" * (len(digits) - 2) + "".join(digits[-2:])
 
 
+def _redacted(key: str, value: Any) -> Any:
+    lowered = key.lower()
+    if lowered in _SECRET_KEYS:
+        return "[redacted]"
+    if isinstance(value, str):
+        if lowered in _TEXT_KEYS:
+            return f"[{len(value)} chars]"
+        if lowered in _PHONE_KEYS:
+            return mask_phone(value)
+        if _PHONE.search(value):
+            return _PHONE.sub(lambda m: mask_phone(m.group(0)), value)
+        return value
+    # Nested values (a call object, a list of slots) follow the same rules as top-level ones.
+    if isinstance(value, dict):
+        return {k: _redacted(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(key, v) for v in value]
+    return value
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
-        value = event[key]
-        lowered = key.lower()
-        if lowered in _SECRET_KEYS:
-            event[key] = "[redacted]"
-        elif lowered in _TEXT_KEYS and isinstance(value, str):
-            event[key] = f"[{len(value)} chars]"
-        elif lowered in _PHONE_KEYS and isinstance(value, str):
-            event[key] = mask_phone(value)
-        elif isinstance(value, str) and _PHONE.search(value):
-            event[key] = _PHONE.sub(lambda m: mask_phone(m.group(0)), value)
+        event[key] = _redacted(key, event[key])
+    return event
+
+
+def _redact_exception(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A formatted exception can quote a value (asyncpg's "Key (patient_phone)=(...)")."""
+    text = event.get("exception")
+    if isinstance(text, str):
+        event["exception"] = _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
     return event
 
 
@@ -75,6 +94,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _redact_exception,
             renderer,
         ],
     )

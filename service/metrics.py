@@ -101,13 +101,14 @@ class Metrics:
         )
         self.bookings = Counter(
             "bookings",
-            "Bookings and moves made, or refused (by reason).",
+            "Booking and move answers: booked, or refused by reason (a retry is counted again).",
             ["function", "outcome", "reason"],
             registry=self.registry,
         )
         self.webhook_events = Counter(
             "webhook_events",
-            "Call webhook events by outcome: stored, duplicate (absorbed), ignored, unknown_agent.",
+            "Webhook events by outcome: stored, duplicate (absorbed), ignored, unknown_agent; "
+            "call_inbound: answered, unknown_agent, fallback.",
             ["event", "outcome"],
             registry=self.registry,
         )
@@ -139,7 +140,8 @@ class Metrics:
             ).inc()
 
     def webhook_event(self, event: str, outcome: str) -> None:
-        """Count one call webhook event: outcome is stored, duplicate, ignored or unknown_agent."""
+        """Count one webhook event: stored, duplicate, ignored, unknown_agent; for call_inbound
+        answered, unknown_agent or fallback (Retell's defaults were sent)."""
         self.webhook_events.labels(event if event in WEBHOOK_EVENTS else "other", outcome).inc()
 
     def render(self) -> bytes:

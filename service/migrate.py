@@ -52,6 +52,10 @@ create table if not exists schema_migrations (
 )
 """
 
+# On Supabase every public table is reachable through its HTTP API; with row level security on
+# and no policy, only the owner (the migrating role) sees the ledger.
+LOCK_LEDGER = "alter table schema_migrations enable row level security"
+
 
 async def migrate(url: str, directory: Path = SCHEMA_DIR) -> list[int]:
     """Apply every pending migration; return the versions applied by this call."""
@@ -63,6 +67,7 @@ async def migrate(url: str, directory: Path = SCHEMA_DIR) -> list[int]:
         await conn.execute("select pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         try:
             await conn.execute(CREATE_LEDGER)
+            await conn.execute(LOCK_LEDGER)
             rows = await conn.fetch("select version, checksum from schema_migrations")
             done = {row["version"]: row["checksum"] for row in rows}
             for migration in migrations:
@@ -74,15 +79,26 @@ async def migrate(url: str, directory: Path = SCHEMA_DIR) -> list[int]:
                             name=migration.name,
                         )
                     continue
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "insert into schema_migrations (version, name, checksum)"
-                        " values ($1, $2, $3)",
-                        migration.version,
-                        migration.name,
-                        migration.checksum,
+                try:
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)
+                        await conn.execute(
+                            "insert into schema_migrations (version, name, checksum)"
+                            " values ($1, $2, $3)",
+                            migration.version,
+                            migration.name,
+                            migration.checksum,
+                        )
+                except asyncpg.PostgresError as error:
+                    # Say which file failed: the server's message alone does not.
+                    log.error(
+                        "migration_failed",
+                        version=migration.version,
+                        name=migration.name,
+                        error=str(error),
+                        sqlstate=error.sqlstate,
                     )
+                    raise
                 applied_now.append(migration.version)
                 log.info("migration_applied", version=migration.version, name=migration.name)
         finally:

@@ -40,14 +40,27 @@ def spoken_slot(slot: dict[str, Any], *, with_date: bool = True, with_staff: boo
 
 
 def spoken_slots(slots: Sequence[dict[str, Any]], limit: int = 3) -> str:
-    """A handful of slots in one phrase, factoring out a shared date or staff member."""
+    """A handful of slots in one phrase, factoring out a shared date and each staff member.
+
+    '9:00 AM and 9:30 AM with Dr. Omar Haddad or 9:00 AM with Dr. Ada Lee on Wednesday,
+    December 2'.
+    """
     shown = list(slots[:limit])
     one_date = len({s["date"] for s in shown}) == 1
-    one_staff = len({s["staff_name"] for s in shown}) == 1
-    parts = [spoken_slot(s, with_date=not one_date, with_staff=not one_staff) for s in shown]
-    phrase = spoken_list(parts)
+    by_staff: dict[str, list[str]] = {}
+    for slot in shown:
+        by_staff.setdefault(slot["staff_name"], []).append(
+            spoken_slot(slot, with_date=not one_date, with_staff=False)
+        )
+    if len(by_staff) == 1:
+        ((staff, times),) = by_staff.items()
+        phrase = spoken_list(times)
+        if one_date:
+            phrase = f"{phrase} on {spoken_date(shown[0]['date'])}"
+        return f"{phrase} with {staff}"
+    phrase = spoken_list(
+        [f"{spoken_list(times, 'and')} with {staff}" for staff, times in by_staff.items()]
+    )
     if one_date:
         phrase = f"{phrase} on {spoken_date(shown[0]['date'])}"
-    if one_staff:
-        phrase = f"{phrase} with {shown[0]['staff_name']}"
     return phrase

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -14,15 +13,25 @@ from starlette.responses import Response
 from service.errors import ServiceError, json_response
 from service.retell import parse_object, validation_message
 from service.speech import spoken_date, spoken_list, spoken_time
-from service.state import signed_body, state_of
+from service.state import DATABASE_UNAVAILABLE, signed_body, state_of
 
 log = structlog.get_logger(__name__)
 
 STORED_EVENTS = frozenset({"call_started", "call_ended", "call_analyzed"})
+# Event names Retell documents; anything else is counted as "other" so that a client can't
+# create metric series at will.
+KNOWN_EVENTS = STORED_EVENTS | {
+    "transcript_updated",
+    "transfer_started",
+    "transfer_bridged",
+    "transfer_cancelled",
+    "transfer_ended",
+}
 
 # Retell rings the caller while it waits for the inbound answer, and retries for 10 s each; past
 # this the agent starts with its own defaults rather than keep the caller waiting.
 INBOUND_DEADLINE_SECONDS = 0.8
+INBOUND_FAILURES: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
 
 # The dynamic variables every inbound answer carries; "" when one doesn't apply, because Retell
 # speaks an unset variable literally.
@@ -53,7 +62,7 @@ class CallAnalysis(BaseModel):
     user_sentiment: str | None = None
     call_successful: StrictBool | None = None
     in_voicemail: StrictBool | None = None
-    custom_analysis_data: dict[str, Any] | None = None
+    custom_analysis_data: Any = None
 
 
 class EventCall(BaseModel):
@@ -73,11 +82,12 @@ class EventCall(BaseModel):
     duration_ms: StrictInt | None = None
     disconnection_reason: str | None = None
     transcript: str | None = None
-    transcript_object: list[Any] | None = None
+    # Stored as JSON whatever their shape: only fields the database casts are typed strictly.
+    transcript_object: Any = None
     recording_url: str | None = None
     public_log_url: str | None = None
-    call_cost: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    call_cost: Any = None
+    metadata: Any = None
     call_analysis: CallAnalysis | None = None
 
 
@@ -91,6 +101,8 @@ class CallEvent(BaseModel):
 
 
 class InboundCall(BaseModel):
+    """The inbound call Retell is about to connect; every field is optional on Retell's side."""
+
     model_config = ConfigDict(extra="ignore")
 
     agent_id: str | None = None
@@ -121,7 +133,10 @@ async def call_event(request: Request) -> Response:
     structlog.contextvars.bind_contextvars(
         retell_event=event_name if isinstance(event_name, str) else None
     )
-    if event_name not in STORED_EVENTS:
+    if not isinstance(event_name, str) or event_name not in STORED_EVENTS:
+        state.metrics.webhook_event(
+            event_name if event_name in KNOWN_EVENTS else "other", "ignored"
+        )
         return Response(status_code=204)
     try:
         event = CallEvent.model_validate(body)
@@ -142,10 +157,13 @@ async def call_event(request: Request) -> Response:
     if result.get("problem") == "unknown_agent":
         # Acknowledged all the same: a retry would meet the same answer.
         log.warning("call_event_unknown_agent")
+        state.metrics.webhook_event(event.event, "unknown_agent")
         return Response(status_code=204)
     if result.get("problem") == "no_call_id":
         raise ServiceError(400, "malformed_event", "The call has an empty `call_id`.")
     structlog.contextvars.bind_contextvars(call_status=result.get("call_status"))
+    # `duplicate` is counted once rx_call_event reports that it already held this event.
+    state.metrics.webhook_event(event.event, "duplicate" if result.get("duplicate") else "stored")
     return Response(status_code=204)
 
 
@@ -167,17 +185,19 @@ async def inbound(request: Request) -> Response:
     if not call.agent_id:
         return json_response({"call_inbound": {}})
     try:
-        async with asyncio.timeout(INBOUND_DEADLINE_SECONDS):
-            found = await state.fetchval(
-                INBOUND_SQL, call.agent_id, call.from_number, state.clock()
-            )
-    except (TimeoutError, ServiceError, asyncpg.PostgresError) as error:
+        found = await state.fetchval_within(
+            INBOUND_DEADLINE_SECONDS, INBOUND_SQL, call.agent_id, call.from_number, state.clock()
+        )
+    except INBOUND_FAILURES as error:
         # Retell's defaults now are better than a caller hearing rings while it retries.
         log.warning("inbound_fallback", error=type(error).__name__)
+        state.metrics.webhook_event("call_inbound", "fallback")
         return json_response({"call_inbound": {}})
     if found is None:
         log.warning("inbound_unknown_agent")
+        state.metrics.webhook_event("call_inbound", "unknown_agent")
         return json_response({"call_inbound": {}})
+    state.metrics.webhook_event("call_inbound", "answered")
     return json_response({"call_inbound": {"dynamic_variables": dynamic_variables(found)}})
 
 

@@ -3,6 +3,9 @@ a client that signs requests as Retell does."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import socket
 import uuid
@@ -16,10 +19,12 @@ import httpx
 import orjson
 import pytest
 import respx
+import structlog
 from starlette.applications import Starlette
 
 from service.app import create_app
 from service.config import Settings
+from service.logs import configure_logging
 from service.migrate import migrate
 from service.retell import sign
 from tests.factories import Clinic, create_clinic
@@ -195,3 +200,69 @@ def load_fixture(name: str) -> dict[str, Any]:
 async def clinic(db: asyncpg.Connection) -> Clinic:
     """Brightside Dental: America/New_York, three staff, weekday hours with a lunch break."""
     return await create_clinic(db)
+
+
+@pytest.fixture
+def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Logging configured as in production with JSON output; returns the lines written so far.
+
+    configure_logging binds its handler to sys.stdout as it is at that moment; pytest's capsys
+    swaps sys.stdout between a fixture's set-up and the test body, so stdout is redirected here
+    to a buffer of our own for the duration of the configuration call.
+    """
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        configure_logging("INFO", "json")
+    read_upto = 0
+
+    def read() -> list[dict[str, Any]]:
+        nonlocal read_upto
+        text = buffer.getvalue()
+        new, read_upto = text[read_upto:], len(text)
+        return [orjson.loads(line) for line in new.splitlines()]
+
+    try:
+        yield read
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        structlog.reset_defaults()
+
+
+@pytest.fixture(scope="module")
+async def module_connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection shared by a module's tests (see rollback_db)."""
+    conn = await asyncpg.connect(database_url)
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def rollback_db(
+    module_connection: asyncpg.Connection,
+) -> AsyncIterator[asyncpg.Connection]:
+    """Like `db`, but the whole test runs in one transaction that is rolled back at the end.
+
+    Much cheaper than truncating, for tests that only talk to the database through this one
+    connection (not through the app's pool, and not from several connections at once). A
+    statement expected to fail must run in a savepoint (`async with conn.transaction()`).
+    """
+    transaction = module_connection.transaction()
+    await transaction.start()
+    try:
+        # Rows committed by earlier tests: deleted inside the transaction, so they come back.
+        for table in (*APP_TABLES.split(", "), "auth.users"):
+            await module_connection.execute(f"delete from {table}")  # noqa: S608
+        yield module_connection
+    finally:
+        await transaction.rollback()

@@ -25,11 +25,12 @@ def monday_morning(clock: Clock) -> None:
 
 
 async def status_of(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> asyncpg.Record:
-    row: asyncpg.Record = await conn.fetchrow(
+    row = await conn.fetchrow(
         "select status, appointment_date, appointment_time, staff_member_id from appointments"
         " where id = $1",
         appointment_id,
     )
+    assert row is not None
     return row
 
 
@@ -96,7 +97,7 @@ async def test_web_call_must_give_number_and_name(
 ) -> None:
     """A call with no number of its own finds nothing until it gives both number and name."""
     mine = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DEC_2, time(10))
-    web = {"from_number": None, "to_number": None, "call_type": "web_call"}
+    web: dict[str, Any] = {"from_number": None, "to_number": None, "call_type": "web_call"}
     for args in ({}, {"patient_phone": CALLER}, {"patient_name": "Maria Gonzalez"}):
         result = await call(client, clock, "find_appointments", args, **web)
         assert result["ok"] is False, args
@@ -290,31 +291,29 @@ async def test_move_within_its_own_slot(
     assert (await status_of(db, mine))["appointment_time"] == time(10, 15)
 
 
-@pytest.mark.parametrize(
-    ("args", "sentence"),
-    [
-        ({"new_date": "2026-11-02", "new_time": "09:00"}, "today is Monday, November 30, 2026"),
-        ({"new_date": "Friday", "new_time": "09:00"}, "not a weekday name"),
-        ({"new_date": "2026-12-04", "new_time": "25:00"}, "isn't a real clock time"),
-        ({"new_date": "2026-12-04"}, "What time would suit you on the new day?"),
-    ],
-)
+RESCHEDULE_REFUSES_BAD_NEW_TIMES_CASES = [
+    ({"new_date": "2026-11-02", "new_time": "09:00"}, "today is Monday, November 30, 2026"),
+    ({"new_date": "Friday", "new_time": "09:00"}, "not a weekday name"),
+    ({"new_date": "2026-12-04", "new_time": "25:00"}, "isn't a real clock time"),
+    ({"new_date": "2026-12-04"}, "What time would suit you on the new day?"),
+]
+
+
 async def test_reschedule_refuses_bad_new_times(
     client: httpx.AsyncClient,
     clock: Clock,
     db: asyncpg.Connection,
     clinic: Clinic,
-    args: dict[str, Any],
-    sentence: str,
 ) -> None:
     """A past, weekday-named, impossible or missing new time is a sentence; nothing moves."""
     mine = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DEC_2, time(10))
-    result = await call(
-        client, clock, "reschedule_appointment", {"appointment_id": str(mine), **args}
-    )
-    assert result["ok"] is False
-    assert sentence in result["message"]
-    assert (await status_of(db, mine))["appointment_time"] == time(10)
+    for args, sentence in RESCHEDULE_REFUSES_BAD_NEW_TIMES_CASES:
+        result = await call(
+            client, clock, "reschedule_appointment", {"appointment_id": str(mine), **args}
+        )
+        assert result["ok"] is False
+        assert sentence in result["message"]
+        assert (await status_of(db, mine))["appointment_time"] == time(10)
 
 
 async def test_clinics_never_see_each_others_rows(
@@ -387,3 +386,38 @@ async def test_a_cancelled_appointment_cannot_be_moved(
     assert "book a new one" in result["message"]
     row = await status_of(db, mine)
     assert (row["status"], row["appointment_date"]) == ("cancelled", DEC_2)
+
+
+async def test_a_retried_reschedule_is_harmless(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Sending the same move twice answers ok both times and leaves one moved appointment."""
+    mine = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DEC_2, time(10))
+    args = {"appointment_id": str(mine), "new_date": "2026-12-03", "new_time": "11:00"}
+    first = await call(client, clock, "reschedule_appointment", args)
+    again = await call(client, clock, "reschedule_appointment", args)
+    assert first["ok"] is True
+    assert again["ok"] is True
+    assert again["appointment_id"] == first["appointment_id"] == str(mine)
+    row = await status_of(db, mine)
+    assert (row["appointment_date"], row["appointment_time"]) == (DEC_3, time(11))
+    assert await db.fetchval("select count(*) from appointments") == 1
+
+
+async def test_past_appointments_cannot_be_cancelled_or_moved(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """An appointment that has already started is neither cancelled nor moved."""
+    done = await add_appointment(db, clinic.staff["Dr. Ada Lee"], date(2026, 11, 27), time(9))
+    result = await call(client, clock, "cancel_appointment", {"appointment_id": str(done)})
+    assert result["ok"] is False
+    assert result["message"] == "That appointment has already taken place, so I can't change it."
+    result = await call(
+        client,
+        clock,
+        "reschedule_appointment",
+        {"appointment_id": str(done), "new_date": "2026-12-03", "new_time": "11:00"},
+    )
+    assert result["ok"] is False
+    row = await status_of(db, done)
+    assert (row["status"], row["appointment_date"]) == ("scheduled", date(2026, 11, 27))

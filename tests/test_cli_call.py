@@ -6,6 +6,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -218,7 +219,7 @@ def test_next_weekday_skips_the_weekend() -> None:
 
 def test_call_command_signs_the_exact_bytes(
     no_outbound_http: respx.MockRouter,
-    tmp_path: Any,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`call` posts the envelope to --base-url with a signature valid for its exact bytes."""

@@ -21,6 +21,7 @@ from service.cli_tools import (
     EXIT_SERVER_ERROR,
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
+    STYLES,
     llm_schema,
     merge_tools,
     retell_client,
@@ -117,6 +118,7 @@ def test_every_function_has_a_tool_with_its_url_and_required_fields() -> None:
         model_required = {n for n, f in function.args.model_fields.items() if f.is_required()}
         assert set(tool["parameters"].get("required", [])) == model_required
         assert set(tool["parameters"]["properties"]) <= set(function.args.model_fields)
+        Draft202012Validator.check_schema(tool["parameters"])
 
 
 def test_schema_is_clean_for_an_llm() -> None:
@@ -332,13 +334,17 @@ def test_merge_replaces_only_our_names() -> None:
 def test_sync_command_needs_key_and_ids(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`tools --sync` without --llm-id or without RETELL_API_KEY is a usage error (exit 2)."""
+    """`tools --sync` without --llm-id, RETELL_API_KEY or a public URL is a usage error (2)."""
     monkeypatch.delenv("RETELL_API_KEY", raising=False)
     monkeypatch.chdir("/")  # no .env file to pick a key up from
     assert main(["tools", "--sync", "--base-url", BASE]) == 2
     assert "--llm-id" in capsys.readouterr().err
     assert main(["tools", "--sync", "--llm-id", LLM_ID, "--base-url", BASE]) == 2
     assert "RETELL_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("RETELL_API_KEY", "key_env")
+    local = "http://127.0.0.1:8080"
+    assert main(["tools", "--sync", "--llm-id", LLM_ID, "--base-url", local]) == 2
+    assert "Retell needs the service's public URL" in capsys.readouterr().err
 
 
 def test_sync_command_runs_against_retell(
@@ -356,3 +362,8 @@ def test_sync_command_runs_against_retell(
     assert main(argv) == 0
     assert patch.calls[0].request.headers["authorization"] == "Bearer key_env"
     assert "Updated" in capsys.readouterr().out
+
+
+def test_every_style_belongs_to_a_function() -> None:
+    """Tool styles are keyed by real function names, so a rename can't silently drop one."""
+    assert set(STYLES) == set(functions())

@@ -70,8 +70,9 @@ json_leaves = st.one_of(
 )
 json_values = st.recursive(
     json_leaves,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -195,7 +196,9 @@ def mutate(draw: Callable[..., Any], seed: dict[str, Any]) -> bytes:
     elif operation == "add":
         containers = [p for p in paths if isinstance(_get(body, p), dict)]
         path = draw(st.sampled_from(containers))
-        key = draw(st.text(max_size=12) | st.sampled_from(sorted({k for p in paths for k in p})))
+        key = draw(
+            st.text(max_size=12) | st.sampled_from(sorted({k for p in paths for k in p}, key=str))
+        )
         _get(body, path)[str(key)] = draw(json_values)
     raw = json.dumps(body, ensure_ascii=draw(st.booleans())).encode()
     if operation == "bytes" and raw:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,31 +80,30 @@ async def test_voicemail_is_stored_and_linked_to_the_call(
     assert row["retell_call_id"] == "call_vm_1"
 
 
-@pytest.mark.parametrize(
-    ("args", "priority", "urgent"),
-    [
-        ({"urgent": True}, "urgent", True),
-        ({"priority": "urgent"}, "urgent", True),
-        ({"priority": "high"}, "high", False),
-        ({"priority": "low", "urgent": False}, "low", False),
-        ({"priority": "low", "urgent": True}, "urgent", True),
-    ],
-)
+PRIORITY_CASES: list[tuple[dict[str, Any], str, bool]] = [
+    ({"urgent": True}, "urgent", True),
+    ({"priority": "urgent"}, "urgent", True),
+    ({"priority": "high"}, "high", False),
+    ({"priority": "low", "urgent": False}, "low", False),
+    ({"priority": "low", "urgent": True}, "urgent", True),
+    ({}, "normal", False),
+]
+
+
 async def test_priority_and_urgency(
-    client: httpx.AsyncClient,
-    clock: Clock,
-    db: asyncpg.Connection,
-    clinic: Clinic,
-    args: dict[str, Any],
-    priority: str,
-    urgent: bool,
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
 ) -> None:
     """urgent=true or priority urgent marks the message urgent; other priorities are kept."""
-    result = await leave(client, clock, **args)
-    assert result["ok"] is True
-    assert result["message"].endswith("and marked it urgent.") is urgent
-    rows = await voicemail_rows(db)
-    assert [(r["priority"], r["is_urgent"]) for r in rows] == [(priority, urgent)]
+    for n, (args, priority, urgent) in enumerate(PRIORITY_CASES):
+        result = await leave(client, clock, call_id=f"call_priority_{n}", **args)
+        assert result["ok"] is True
+        assert result["message"].endswith("and marked it urgent.") is urgent
+        row = await db.fetchrow(
+            "select priority, is_urgent from voicemails where id = $1",
+            uuid.UUID(result["voicemail_id"]),
+        )
+        assert row is not None
+        assert (row["priority"], row["is_urgent"]) == (priority, urgent), args
 
 
 async def test_caller_number_is_the_default_callback(
@@ -166,11 +166,12 @@ async def test_voicemail_needs_a_callback_number(
 
 
 async def forward_log(conn: asyncpg.Connection, call_id: str) -> asyncpg.Record:
-    row: asyncpg.Record = await conn.fetchrow(
+    row = await conn.fetchrow(
         "select forward_requested_at, forward_reason, forward_number from customer_call_logs"
         " where retell_call_id = $1",
         call_id,
     )
+    assert row is not None
     return row
 
 
@@ -195,50 +196,49 @@ async def test_forward_when_enabled_and_open(
     )
 
 
-@pytest.mark.parametrize(
-    ("columns", "now", "reason"),
-    [
-        ({"forward_enabled": False}, WEDNESDAY_10AM, "forwarding_disabled"),
-        ({"legacy_no_number": True}, WEDNESDAY_10AM, "no_forward_number"),
-        ({}, WEDNESDAY_6PM, "outside_business_hours"),
-        ({}, datetime(2026, 12, 5, 15, tzinfo=UTC), "outside_business_hours"),  # a Saturday
-        ({}, datetime(2026, 12, 2, 22, 0, tzinfo=UTC), "outside_business_hours"),  # 17:00 EST
-    ],
-)
+FORWARD_REFUSAL_CASES: list[tuple[dict[str, Any], datetime, str]] = [
+    ({"forward_enabled": False}, WEDNESDAY_10AM, "forwarding_disabled"),
+    ({"legacy_no_number": True}, WEDNESDAY_10AM, "no_forward_number"),
+    ({}, WEDNESDAY_6PM, "outside_business_hours"),
+    ({}, datetime(2026, 12, 5, 15, tzinfo=UTC), "outside_business_hours"),  # a Saturday
+    ({}, datetime(2026, 12, 2, 22, 0, tzinfo=UTC), "outside_business_hours"),  # 17:00 EST
+]
+
+
 async def test_forward_refused_with_a_reason(
-    client: httpx.AsyncClient,
-    clock: Clock,
-    db: asyncpg.Connection,
-    columns: dict[str, Any],
-    now: datetime,
-    reason: str,
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection
 ) -> None:
     """Disabled, numberless or closed: forward false with the reason; the request is logged."""
-    columns = dict(columns)
-    legacy = columns.pop("legacy_no_number", False)
-    clinic = await create_clinic(db, **columns)
-    if legacy:
-        # The table's rules refuse forwarding without a number; a row from before them can.
-        await db.execute("set session_replication_role = replica")
-        await db.execute(
-            "update agent_configurations set forward_number = null where id = $1",
-            clinic.configuration_id,
+    for n, (given, now, reason) in enumerate(FORWARD_REFUSAL_CASES):
+        columns = dict(given)
+        legacy = columns.pop("legacy_no_number", False)
+        agent_id = f"agent_forward_{n}"
+        clinic = await create_clinic(db, agent_id=agent_id, with_staff=False, **columns)
+        if legacy:
+            # The table's rules refuse forwarding without a number; a row from before them can.
+            await db.execute("set session_replication_role = replica")
+            await db.execute(
+                "update agent_configurations set forward_number = null where id = $1",
+                clinic.configuration_id,
+            )
+            await db.execute("reset session_replication_role")
+        clock.now = now
+        call_id = f"call_fw_{n}"
+        result = await call(
+            client, clock, "forward_call", {"reason": "billing"}, call_id=call_id, agent_id=agent_id
         )
-        await db.execute("reset session_replication_role")
-    clock.now = now
-    result = await call(client, clock, "forward_call", {"reason": "billing"}, call_id="call_fw")
-    assert result["ok"] is True
-    assert result["forward"] is False
-    assert result["reason"] == reason
-    assert result["voicemail_enabled"] is True
-    assert result["message"].endswith("but I can take a message for the team.")
-    assert "forward_number" not in result
-    log = await forward_log(db, "call_fw")
-    assert (log["forward_requested_at"], log["forward_reason"], log["forward_number"]) == (
-        now,
-        "billing",
-        None,
-    )
+        assert result["ok"] is True
+        assert result["forward"] is False
+        assert result["reason"] == reason, given
+        assert result["voicemail_enabled"] is True
+        assert result["message"].endswith("but I can take a message for the team.")
+        assert "forward_number" not in result
+        log = await forward_log(db, call_id)
+        assert (log["forward_requested_at"], log["forward_reason"], log["forward_number"]) == (
+            now,
+            "billing",
+            None,
+        )
 
 
 async def test_forward_open_at_eight_and_always_without_hours(

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 
 from service.metrics import Metrics
 from service.state import State
-from tests.conftest import post_signed
+from tests.conftest import load_fixture, post_signed
 from tests.factories import Clinic
 
 FUNCTION_ROUTE = "/retell/functions/{function_name}"
@@ -98,6 +98,11 @@ async def test_pool_sizes_are_read_at_scrape_time(
 ) -> None:
     """The pool's maximum, idle and in-use connections are reported from the live pool."""
     state: State = app.state.service
+    # Let the lifespan's background warm-up hand its connections back first.
+    for _ in range(100):
+        if state.pool.get_idle_size() == state.pool.get_size() >= state.settings.pool_min_size:
+            break
+        await asyncio.sleep(0.02)
     scraped = (await client.get("/metrics")).text
     assert f"db_pool_max_connections {float(state.settings.pool_max_size)}" in scraped
     idle = _value(app, "db_pool_connections", state="idle")
@@ -144,3 +149,20 @@ async def test_webhook_outcomes_and_separate_registries(
     assert _value(one, "webhook_events_total", event="call_ended", outcome="duplicate") == 2
     assert _value(one, "webhook_events_total", event="other", outcome="ignored") == 1
     assert _value(two, "webhook_events_total", event="call_ended", outcome="duplicate") == 0
+
+
+async def test_webhook_endpoints_count_their_events(
+    app: Starlette, client: httpx.AsyncClient, clinic: Clinic
+) -> None:
+    """Stored call events, ignored ones and inbound answers each move their counter."""
+    ended = load_fixture("webhook_call_ended.json")
+    ended["call"]["agent_id"] = clinic.agent_id
+    assert (await post_signed(client, "/retell/webhook", ended)).status_code == 204
+    transcript = {"event": "transcript_updated", "call": {"call_id": "call_x"}}
+    assert (await post_signed(client, "/retell/webhook", transcript)).status_code == 204
+    inbound = load_fixture("webhook_call_inbound.json")
+    inbound["call_inbound"]["agent_id"] = clinic.agent_id
+    assert (await post_signed(client, "/retell/inbound", inbound)).status_code == 200
+    assert _value(app, "webhook_events_total", event="call_ended", outcome="stored") == 1
+    assert _value(app, "webhook_events_total", event="transcript_updated", outcome="ignored") == 1
+    assert _value(app, "webhook_events_total", event="call_inbound", outcome="answered") == 1

@@ -6,8 +6,9 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -144,7 +145,9 @@ async def test_two_processes_at_once_apply_each_file_once(empty_database: str) -
     )
     assert (code_a, code_b) == (0, 0), (log_a, log_b)
     applied = [
-        line["version"] for line in log_a + log_b if line.get("event") == "migration_applied"
+        int(str(line["version"]))
+        for line in log_a + log_b
+        if line.get("event") == "migration_applied"
     ]
     assert sorted(applied) == SCHEMA_VERSIONS
     ledger = await _query(empty_database, LEDGER)
@@ -159,9 +162,12 @@ def _write(directory: Path, files: dict[str, str]) -> Path:
 
 
 async def test_failing_migration_rolls_back_only_itself(
-    empty_database: str, tmp_path: Path
+    empty_database: str, tmp_path: Path, json_logs: Callable[[], list[dict[str, Any]]]
 ) -> None:
-    """A failing file leaves earlier files applied and nothing of its own; fixed, it applies."""
+    """A failing file leaves earlier files applied and nothing of its own; fixed, it applies.
+
+    The failure is logged with the file's version; an applied file edited later is only warned
+    about, never re-run."""
     schema = _write(
         tmp_path / "schema",
         {
@@ -171,6 +177,8 @@ async def test_failing_migration_rolls_back_only_itself(
     )
     with pytest.raises(asyncpg.DivisionByZeroError):
         await migrate(empty_database, schema)
+    (failed,) = [line for line in json_logs() if line["event"] == "migration_failed"]
+    assert (failed["version"], failed["name"], failed["sqlstate"]) == (2, "broken", "22012")
     assert [row["version"] for row in await _query(empty_database, LEDGER)] == [1]
     tables = await _query(
         empty_database, "select tablename from pg_tables where schemaname = 'public'"
@@ -179,6 +187,12 @@ async def test_failing_migration_rolls_back_only_itself(
     # The advisory lock went with the session: the next run is not blocked.
     _write(schema, {"0002_broken.sql": "create table second_table (id int);"})
     assert await asyncio.wait_for(migrate(empty_database, schema), timeout=10) == [2]
+    # An applied file edited afterwards is not run again; the run says so.
+    _write(schema, {"0001_first.sql": "create table first_table (id bigint);"})
+    json_logs()
+    assert await migrate(empty_database, schema) == []
+    changed = [line for line in json_logs() if line["event"] == "migration_changed_after_apply"]
+    assert [(line["version"], line["level"]) for line in changed] == [(1, "warning")]
 
 
 @pytest.mark.parametrize(
@@ -195,7 +209,7 @@ async def test_failing_migration_rolls_back_only_itself(
 def test_files_must_be_numbered_without_gaps(tmp_path: Path, names: list[str]) -> None:
     """Files are NNNN_name.sql numbered 1..N; anything else stops the run before it starts."""
     schema = _write(tmp_path / "schema", {name: "select 1;" for name in names})
-    with pytest.raises(ValueError, match="NNNN_description|without gaps"):
+    with pytest.raises(ValueError, match=r"NNNN_description|without gaps"):
         load_migrations(schema)
 
 

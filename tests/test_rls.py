@@ -63,6 +63,12 @@ DELETE_ORDER = [
 CLAIM_STYLES = ["claims", "claim.sub"]
 
 
+@pytest.fixture
+def db(rollback_db: asyncpg.Connection) -> asyncpg.Connection:
+    """Every test here runs in a transaction that is rolled back (signed_in nests savepoints)."""
+    return rollback_db
+
+
 @dataclass
 class Tenants:
     a: Clinic
@@ -135,6 +141,35 @@ async def _owned(db: asyncpg.Connection, relation: str, user_id: uuid.UUID) -> s
     return {row["id"] for row in await db.fetch(OWNED_IDS[relation], user_id)}
 
 
+async def test_every_public_table_has_row_level_security(db: asyncpg.Connection) -> None:
+    """No table in the public schema is left without row level security (or without a policy,
+    except the migrations ledger, which no signed-in user should read)."""
+    rows = await db.fetch(
+        """
+        select c.relname, c.relrowsecurity,
+               exists (select 1 from pg_policy p where p.polrelid = c.oid) as has_policy
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = 'public' and c.relkind in ('r', 'p')
+        """
+    )
+    assert {r["relname"] for r in rows} >= set(TABLES)
+    assert [r["relname"] for r in rows if not r["relrowsecurity"]] == []
+    assert [r["relname"] for r in rows if not r["has_policy"]] == ["schema_migrations"]
+
+
+async def test_views_apply_the_readers_row_level_security(db: asyncpg.Connection) -> None:
+    """The three views run with the reader's rights (security_invoker), not their owner's."""
+    options = await db.fetch(
+        "select relname, reloptions from pg_class where relname = any($1::text[])", list(VIEWS)
+    )
+    assert {r["relname"]: r["reloptions"] for r in options} == {
+        view: ["security_invoker=true"] for view in VIEWS
+    }
+    async with signed_in(db, None):
+        for view in VIEWS:
+            assert await db.fetchval(f"select count(*) from {view}") == 0  # noqa: S608
+
+
 @pytest.mark.parametrize("style", CLAIM_STYLES)
 async def test_user_sees_only_own_rows(
     db: asyncpg.Connection, tenants: Tenants, style: str
@@ -189,9 +224,7 @@ async def test_user_cannot_give_rows_away(db: asyncpg.Connection, tenants: Tenan
     """User A cannot move A's configuration or staff member to user B."""
     async with signed_in(db, tenants.a.user_id):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await db.execute(
-                "update agent_configurations set user_id = $1", tenants.b.user_id
-            )
+            await db.execute("update agent_configurations set user_id = $1", tenants.b.user_id)
     async with signed_in(db, tenants.a.user_id):
         with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.CheckViolationError)):
             await db.execute("update staff_members set user_id = $1", tenants.b.user_id)
@@ -272,6 +305,30 @@ def _foreign_inserts(t: Tenants) -> list[tuple[str, str, tuple[object, ...]]]:
             "customer_call_logs",
             "insert into customer_call_logs (retell_call_id, user_id) values ('call_new', $1)",
             (t.b.user_id,),
+        ),
+        (
+            "customer_call_logs",
+            "insert into customer_call_logs (retell_call_id, user_id, agent_configuration_id)"
+            " values ('call_new', $1, $2)",
+            (t.a.user_id, t.b.configuration_id),
+        ),
+        (
+            "voicemails",
+            "insert into voicemails (user_id, agent_configuration_id, caller_phone, transcript)"
+            " values ($1, $2, '+16175550100', 'hi')",
+            (t.a.user_id, t.b.configuration_id),
+        ),
+        (
+            "call_scripts",
+            "insert into call_scripts (user_id, agent_configuration_id, script_name,"
+            " script_type, script_content) values ($1, $2, 'x', 'greeting', 'x')",
+            (t.a.user_id, t.b.configuration_id),
+        ),
+        (
+            "staff_members",
+            "insert into staff_members (user_id, agent_configuration_id, staff_name)"
+            " values ($1, $2, 'Dr. X')",
+            (t.a.user_id, t.b.configuration_id),
         ),
         ("profiles", "insert into profiles (id) values ($1)", (t.b.user_id,)),
         (

@@ -14,10 +14,17 @@ from tests.factories import Clinic, add_appointment, create_clinic, create_user
 DAY = date(2027, 3, 3)
 
 
+@pytest.fixture
+def db(rollback_db: asyncpg.Connection) -> asyncpg.Connection:
+    """Every test here runs in a transaction that is rolled back (the clinic fixture included)."""
+    return rollback_db
+
+
 async def _rejects(db: asyncpg.Connection, sql: str, *args: Any, says: str) -> None:
     """The statement fails with check_violation (23514) and a message containing `says`."""
     with pytest.raises(asyncpg.CheckViolationError) as raised:
-        await db.execute(sql, *args)
+        async with db.transaction():
+            await db.execute(sql, *args)
     assert raised.value.sqlstate == "23514"
     assert says in str(raised.value), str(raised.value)
 
@@ -70,6 +77,31 @@ async def test_updated_at_moves_on_update(
         stamps = await db.fetch(f"select updated_at from {table}")  # noqa: S608
     assert stamps
     assert {row["updated_at"] for row in stamps} == {now}
+    # A writer cannot set it back by hand either.
+    async with db.transaction():
+        await db.execute(f"update {table} set updated_at = $1", old)  # noqa: S608
+        stamps = await db.fetch(f"select updated_at from {table}")  # noqa: S608
+    assert {row["updated_at"] for row in stamps} == {now}
+
+
+async def test_every_updated_at_column_has_its_trigger(db: asyncpg.Connection) -> None:
+    """Each public table with an updated_at column has a trigger keeping it current."""
+    rows = await db.fetch(
+        """
+        select c.table_name,
+               exists (select 1 from pg_trigger t
+                       where t.tgrelid = format('public.%I', c.table_name)::regclass
+                         and t.tgname = c.table_name || '_updated_at'
+                         and not t.tgisinternal) as has_trigger
+        from information_schema.columns c
+        join information_schema.tables t
+          on t.table_schema = c.table_schema and t.table_name = c.table_name
+        where c.table_schema = 'public' and c.column_name = 'updated_at'
+          and t.table_type = 'BASE TABLE'
+        """
+    )
+    assert {r["table_name"] for r in rows} >= set(UPDATED_AT_TABLES)
+    assert [r["table_name"] for r in rows if not r["has_trigger"]] == []
 
 
 # --- agent_configurations ---------------------------------------------------------------------
@@ -101,8 +133,8 @@ async def _configure(db: asyncpg.Connection, **columns: Any) -> None:
         ({"monday": {"open": "09:00", "close": "17:00"}}, "must be a list"),
         ({"monday": [{"open": "9am", "close": "17:00"}]}, "not HH:MM"),
         ({"monday": [{"open": "09:00", "close": "24:30"}]}, "not HH:MM"),
-        ({"monday": [{"open": "09:00"}]}, "need \"open\" and \"close\""),
-        ({"monday": [{"open": 9, "close": 17}]}, "need \"open\" and \"close\""),
+        ({"monday": [{"open": "09:00"}]}, 'need "open" and "close"'),
+        ({"monday": [{"open": 9, "close": 17}]}, 'need "open" and "close"'),
         ({"monday": [{"open": "17:00", "close": "09:00"}]}, "closes before it opens"),
         ({"monday": [{"open": "09:00", "close": "09:00"}]}, "closes before it opens"),
         (
@@ -285,6 +317,29 @@ async def test_impossible_availability_rejected(
     assert await db.fetchval("select count(*) from staff_availability") == before
 
 
+async def test_availability_cannot_start_at_2400(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """A window starting at 24:00 (the end of the day) is empty and refused."""
+    await _rejects(
+        db,
+        "insert into staff_availability (staff_member_id, day_of_week, start_time, end_time)"
+        " values ($1, 1, '24:00', '24:00')",
+        clinic.staff["Dr. Ada Lee"],
+        says="start_time must be before 24:00",
+    )
+
+
+async def test_appointment_cannot_start_at_2400(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """An appointment time of 24:00 is refused rather than silently meaning the next day."""
+    await _rejects(
+        db,
+        "insert into appointments (staff_member_id, patient_name, patient_phone,"
+        " appointment_date, appointment_time) values ($1, 'Tom', '+16175550187', $2, '24:00')",
+        clinic.staff["Dr. Ada Lee"],
+        DAY,
+        says="appointment_time must be before 24:00",
+    )
+
+
 async def test_availability_until_midnight_accepted(db: asyncpg.Connection, clinic: Clinic) -> None:
     """A window may run to midnight, written 24:00 or 00:00 (stored as 24:00)."""
     lee = clinic.staff["Dr. Ada Lee"]
@@ -339,7 +394,8 @@ async def test_impossible_time_off_rejected(
 async def test_unknown_appointment_status_rejected(db: asyncpg.Connection, clinic: Clinic) -> None:
     """Only scheduled, confirmed, cancelled, completed and no_show are statuses."""
     with pytest.raises(asyncpg.CheckViolationError, match="unknown appointment status 'booked'"):
-        await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9), status="booked")
+        async with db.transaction():
+            await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9), status="booked")
     appointment = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9))
     await _rejects(
         db,
@@ -357,7 +413,8 @@ async def test_appointment_duration_checked(
 ) -> None:
     """An appointment lasts 1 to 1440 minutes."""
     with pytest.raises(asyncpg.CheckViolationError, match="duration_minutes"):
-        await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9), duration=minutes)
+        async with db.transaction():
+            await add_appointment(db, clinic.staff["Dr. Ada Lee"], DAY, time(9), duration=minutes)
 
 
 async def test_appointment_user_must_match_staff_owner(
@@ -402,10 +459,11 @@ async def test_appointment_instants_derived_in_clinic_zone(
     ends: str,
 ) -> None:
     """starts_at/ends_at are the local date and time in America/New_York, first occurrence."""
-    appointment = await add_appointment(
-        db, clinic.staff["Dr. Ada Lee"], on, at, duration=minutes
+    appointment = await add_appointment(db, clinic.staff["Dr. Ada Lee"], on, at, duration=minutes)
+    row = await db.fetchrow(
+        "select starts_at, ends_at from appointments where id = $1", appointment
     )
-    row = await db.fetchrow("select starts_at, ends_at from appointments where id = $1", appointment)
+    assert row is not None
     assert row["starts_at"] == datetime.fromisoformat(starts).replace(tzinfo=UTC)
     assert row["ends_at"] == datetime.fromisoformat(ends).replace(tzinfo=UTC)
 
@@ -530,11 +588,13 @@ async def test_wellformed_script_conditions_accepted(
     db: asyncpg.Connection, clinic: Clinic
 ) -> None:
     """Every documented condition key together is accepted, and so are none."""
-    conditions = {"weekdays": ["saturday", "sunday"], "after": "18:00", "before": "08:00",
-                  "open": False}
-    await db.execute(
-        SCRIPT, clinic.configuration_id, None, "after_hours", conditions
-    )
+    conditions = {
+        "weekdays": ["saturday", "sunday"],
+        "after": "18:00",
+        "before": "08:00",
+        "open": False,
+    }
+    await db.execute(SCRIPT, clinic.configuration_id, None, "after_hours", conditions)
     await db.execute(SCRIPT, clinic.configuration_id, None, "greeting", None)
     assert await db.fetchval("select count(*) from call_scripts") == 2
 
@@ -577,6 +637,21 @@ async def test_call_cannot_end_before_it_starts(db: asyncpg.Connection, clinic: 
     assert await db.fetchval("select count(*) from customer_call_logs") == 0
 
 
+async def test_call_log_user_must_match_configuration_owner(
+    db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """A call log naming another user than its configuration's owner is refused."""
+    stranger = await create_user(db)
+    await _rejects(
+        db,
+        "insert into customer_call_logs (retell_call_id, agent_configuration_id, user_id)"
+        " values ('call_1', $1, $2)",
+        clinic.configuration_id,
+        stranger,
+        says="must match its agent configuration",
+    )
+
+
 async def test_call_log_owner_filled_from_configuration(
     db: asyncpg.Connection, clinic: Clinic
 ) -> None:
@@ -592,6 +667,7 @@ async def test_call_log_owner_filled_from_configuration(
 async def test_active_agent_id_unique(db: asyncpg.Connection, clinic: Clinic) -> None:
     """Two active configurations cannot claim one Retell agent id; an inactive one may."""
     with pytest.raises(asyncpg.UniqueViolationError):
-        await create_clinic(db, with_staff=False)
+        async with db.transaction():
+            await create_clinic(db, with_staff=False)
     await create_clinic(db, with_staff=False, is_active=False)
     assert await db.fetchval("select count(*) from agent_configurations") == 2

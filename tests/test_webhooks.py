@@ -378,3 +378,14 @@ async def test_text_the_database_cannot_hold_is_400(
         assert response.status_code == 400, response.text
         assert set(response.json()) == {"error", "message"}
     assert await db.fetchval("select count(*) from customer_call_logs") == 0
+
+
+async def test_event_that_is_not_a_name_is_ignored(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """An `event` that is a list, a number or missing is acknowledged and ignored."""
+    for value in ([], ["call_ended"], 3, None):
+        body = event("call_ended")
+        body["event"] = value
+        assert (await send(client, body)).status_code == 204
+    assert await db.fetchval("select count(*) from customer_call_logs") == 0

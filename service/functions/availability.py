@@ -59,7 +59,7 @@ def speak(result: dict[str, Any], args: CheckAvailabilityArgs, context: Context)
     if slots:
         message = f"I have {spoken_slots(slots)}."
         if len(slots) > 3:
-            message += " There are more times available if none of those suit."
+            message += " I have more times if none of those suit."
     else:
         message = f"I don't have any openings{part_text} {when}{who}. Would another day work?"
     return {
