@@ -8,20 +8,16 @@ language sql immutable as $$
 $$;
 
 -- The instant of a local wall-clock reading; a reading that occurs twice (fall back) means its
--- first occurrence; one that does not exist (spring forward) gives null.
+-- first occurrence; one that does not exist (spring forward) gives null. One SQL expression,
+-- so that the planner inlines it: free_slots evaluates it several times per candidate.
 create function local_instant(local_ts timestamp, tz text) returns timestamptz
-language plpgsql stable as $$
-declare
-  instant timestamptz := local_ts at time zone tz;
-begin
-  if (instant at time zone tz) <> local_ts then
-    return null;
-  end if;
-  if ((instant - interval '1 hour') at time zone tz) = local_ts then
-    return instant - interval '1 hour';
-  end if;
-  return instant;
-end
+language sql stable as $$
+  select case
+    when ((local_ts at time zone tz) at time zone tz) <> local_ts then null
+    when (((local_ts at time zone tz) - interval '1 hour') at time zone tz) = local_ts
+      then (local_ts at time zone tz) - interval '1 hour'
+    else local_ts at time zone tz
+  end
 $$;
 
 -- Whether the business is open at an instant by its business_hours (null: always open).
@@ -70,7 +66,8 @@ language sql stable as $$
     union all
     select staff_member_id, local_date, be, e from rows where be is not null
   ),
-  hours as (
+  -- Materialized: the business hours of each date are parsed once, not once per window.
+  hours as materialized (
     select days.local_date, parse_clock(i ->> 'open') as opens, parse_clock(i ->> 'close') as closes
     from days, cfg,
          jsonb_array_elements(
@@ -117,11 +114,27 @@ language sql stable as $$
     where s.id = any(p_staff_ids) and s.agent_configuration_id = p_configuration_id
       and s.is_active and s.is_bookable
   ),
+  -- Materialized: computed once, not once per staff member by a nested loop.
+  working as materialized (
+    select w.* from working_windows(p_configuration_id, p_staff_ids, p_from, p_to) w
+  ),
   windows as (
     select w.*, st.staff_name, st.d, st.before_min, st.after_min,
            local_instant(w.local_date + w.closes, cfg.tz) as window_end
-    from working_windows(p_configuration_id, array(select id from staff), p_from, p_to) w
+    from working w
     join staff st on st.id = w.staff_member_id, cfg
+  ),
+  -- Rule 6's appointments, read once through idx_appointments_staff_starts rather than per
+  -- candidate: any appointment that can touch a candidate on these dates starts within four
+  -- days of them (durations and buffers are at most a day each, zones within 15 h of UTC).
+  busy as materialized (
+    select a.staff_member_id, a.starts_at, a.ends_at
+    from appointments a
+    where a.staff_member_id = any(p_staff_ids)
+      and a.status <> 'cancelled'
+      and a.id is distinct from p_ignore
+      and a.starts_at > (p_from - 4)::timestamp at time zone 'UTC'
+      and a.starts_at < (p_to + 5)::timestamp at time zone 'UTC'
   ),
   offsets as (
     select w.*, o - w.local_date as local_offset
@@ -134,7 +147,8 @@ language sql stable as $$
     from windows w
     where p_at is not null and time_of(p_at) >= w.opens and time_of(p_at) < w.closes
   ),
-  candidates as (
+  -- Materialized: each candidate's instant is computed once, not in every test that uses it.
+  candidates as materialized (
     select o.*, local_instant(o.local_date + o.local_offset, cfg.tz) as starts_at
     from offsets o, cfg
   )
@@ -147,10 +161,8 @@ language sql stable as $$
           (c.local_date + c.closes) at time zone cfg.tz)
     -- Rule 6: buffers on both sides; the bound on starts_at lets the index find the neighbours.
     and not exists (
-      select 1 from appointments a
+      select 1 from busy a
       where a.staff_member_id = c.staff_member_id
-        and a.status <> 'cancelled'
-        and a.id is distinct from p_ignore
         and a.starts_at < c.starts_at + make_interval(mins => c.d + c.after_min + c.before_min)
         and a.starts_at > c.starts_at - make_interval(mins => c.after_min + c.before_min + 1440)
         and a.ends_at > c.starts_at - make_interval(mins => c.after_min + c.before_min)
@@ -294,8 +306,13 @@ declare
   first_day date := (p_args ->> 'date')::date;
   days integer := coalesce((p_args ->> 'days')::int, 1);
   preference text := coalesce(p_args ->> 'time_preference', 'any');
+  wanted integer := coalesce((p_args ->> 'max_slots')::int, 12);
   staff jsonb;
-  slots jsonb;
+  staff_ids uuid[];
+  slots jsonb := '[]'::jsonb;
+  found jsonb;
+  chunk_from date := first_day;
+  chunk integer := 1;
 begin
   if cfg.id is null then
     return jsonb_build_object('problem', 'unknown_agent');
@@ -311,22 +328,31 @@ begin
   if staff ? 'problem' then
     return staff || jsonb_build_object('timezone', cfg.timezone);
   end if;
-  select coalesce(jsonb_agg(slot_json(f.staff_member_id, f.staff_name, f.local_date,
-                                      f.local_time, f.starts_at)
-                            order by f.starts_at, f.staff_name), '[]'::jsonb)
-    into slots
-  from (
-    select * from free_slots(
-      cfg.id, array(select jsonb_array_elements_text(staff -> 'ids')::uuid), first_day,
-      first_day + days - 1, (p_args ->> 'duration_minutes')::int,
-      p_now + make_interval(mins => p_min_notice))
-    where preference = 'any'
-       or (preference = 'morning' and local_time < time '12:00')
-       or (preference = 'afternoon' and local_time >= time '12:00' and local_time < time '17:00')
-       or (preference = 'evening' and local_time >= time '17:00')
-    order by starts_at, staff_name
-    limit coalesce((p_args ->> 'max_slots')::int, 12)
-  ) f;
+  -- A variable, not a subquery, as free_slots' argument: the planner can then inline it.
+  staff_ids := array(select jsonb_array_elements_text(staff -> 'ids')::uuid);
+  -- Every slot of a date starts before any slot of the next, so the earliest slots of the
+  -- window are found by searching its first day, then the next two, four, ... and stopping
+  -- once there are enough: a month's window costs about what its first days cost.
+  while chunk_from <= first_day + days - 1 and jsonb_array_length(slots) < wanted loop
+    select coalesce(jsonb_agg(slot_json(f.staff_member_id, f.staff_name, f.local_date,
+                                        f.local_time, f.starts_at)
+                              order by f.starts_at, f.staff_name), '[]'::jsonb)
+      into found
+    from (
+      select * from free_slots(
+        cfg.id, staff_ids, chunk_from, least(chunk_from + chunk - 1, first_day + days - 1),
+        (p_args ->> 'duration_minutes')::int, p_now + make_interval(mins => p_min_notice))
+      where preference = 'any'
+         or (preference = 'morning' and local_time < time '12:00')
+         or (preference = 'afternoon' and local_time >= time '12:00' and local_time < time '17:00')
+         or (preference = 'evening' and local_time >= time '17:00')
+      order by starts_at, staff_name
+      limit wanted - jsonb_array_length(slots)
+    ) f;
+    slots := slots || found;
+    chunk_from := chunk_from + chunk;
+    chunk := chunk * 2;
+  end loop;
   return jsonb_build_object('timezone', cfg.timezone, 'today', today, 'slots', slots,
                             'staff_names', staff -> 'names');
 end
@@ -752,3 +778,18 @@ begin
     'business_name', cfg.business_name);
 end
 $$;
+
+-- Performance (bench/NOTES.md). The planner's estimates for these functions' queries are
+-- rough (generate_series and jsonb_array_elements count as 1,000 and 100 rows), which made
+-- every call pay for JIT compilation (hundreds of milliseconds) and a fresh plan. Their plans
+-- do not depend on the argument values, so each session plans them once and reuses the plan.
+alter function rx_check_availability(text, jsonb, jsonb, timestamptz, integer)
+  set jit = off set plan_cache_mode = force_generic_plan;
+alter function rx_book_appointment(text, jsonb, jsonb, timestamptz, integer)
+  set jit = off set plan_cache_mode = force_generic_plan;
+alter function rx_reschedule_appointment(text, jsonb, jsonb, timestamptz, integer)
+  set jit = off set plan_cache_mode = force_generic_plan;
+alter function rx_find_appointments(text, jsonb, jsonb, timestamptz, integer) set jit = off;
+alter function rx_cancel_appointment(text, jsonb, jsonb, timestamptz, integer) set jit = off;
+alter function rx_leave_voicemail(text, jsonb, jsonb, timestamptz, integer) set jit = off;
+alter function rx_forward_call(text, jsonb, jsonb, timestamptz, integer) set jit = off;

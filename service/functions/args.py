@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, time
 from typing import Annotated, Any, ClassVar
@@ -167,6 +168,9 @@ def refusal_for(error: ValidationError, model: type[Args]) -> str:
     return " ".join(dict.fromkeys(sentences))
 
 
+# Parsing a number with phonenumbers costs about 0.1 ms; a call's numbers repeat on every
+# function it calls (bench/NOTES.md), and the answer depends on the arguments alone.
+@functools.lru_cache(maxsize=4096)
 def normalize_phone(raw: str, region: str) -> str | None:
     """E.164 for a number as a caller says it, or None when it can't be a real number."""
     try:
@@ -179,6 +183,7 @@ def normalize_phone(raw: str, region: str) -> str | None:
     return formatted
 
 
+@functools.lru_cache(maxsize=4096)
 def region_of(number: str | None) -> str | None:
     """The two-letter region of an E.164 number, e.g. '+16175550100' -> 'US'."""
     if not number:
