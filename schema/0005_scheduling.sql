@@ -405,9 +405,10 @@ language sql stable as $$
 $$;
 
 -- Book into the first named staff member (by name) who is free at the wanted time; the check
--- then the insert run under the staff members' locks.
+-- then the insert run under the staff members' locks. The call's log row is created only when
+-- the booking is made: a refused request writes nothing.
 create function book_into(
-  cfg agent_configurations, p_staff jsonb, p_args jsonb, p_call_log uuid, p_now timestamptz,
+  cfg agent_configurations, p_staff jsonb, p_args jsonb, p_call jsonb, p_now timestamptz,
   p_min_notice integer, p_move uuid default null
 ) returns jsonb
 language plpgsql as $$
@@ -421,17 +422,21 @@ declare
   staff_id uuid;
   booked appointments;
   slot record;
+  call_log uuid;
 begin
   -- Every staff member the request could book is locked before anything is read, always in
   -- (staff_name, id) order, so two bookings can't deadlock and the check sees committed rows.
   foreach staff_id in array staff_ids loop
     perform lock_staff(staff_id);
   end loop;
-  if p_move is null and p_call_log is not null then
+  -- Read under the locks, so a concurrent retry of this call's booking has committed by now.
+  select l.id into call_log from customer_call_logs l
+  where l.retell_call_id = nullif(p_call ->> 'call_id', '');
+  if p_move is null and call_log is not null then
     -- A retry of a booking this call already made answers with that booking, whichever of
     -- the staff members it went to.
     select a.* into booked from appointments a
-    where a.call_log_id = p_call_log and a.staff_member_id = any(staff_ids)
+    where a.call_log_id = call_log and a.staff_member_id = any(staff_ids)
       and a.appointment_date = wanted_date and a.appointment_time = wanted_time
       and a.status <> 'cancelled'
     order by a.created_at, a.id
@@ -450,12 +455,13 @@ begin
     limit 1;
     if slot.staff_member_id is not null then
       if p_move is null then
+        call_log := coalesce(call_log, ensure_call_log(cfg, p_call));
         insert into appointments (
           user_id, staff_member_id, call_log_id, patient_name, patient_phone, patient_email,
           appointment_date, appointment_time, duration_minutes, appointment_type, notes,
           special_requests
         ) values (
-          cfg.user_id, staff_id, p_call_log, p_args ->> 'patient_name', p_args ->> 'patient_phone',
+          cfg.user_id, staff_id, call_log, p_args ->> 'patient_name', p_args ->> 'patient_phone',
           p_args ->> 'patient_email', wanted_date, wanted_time, slot.duration_minutes,
           p_args ->> 'appointment_type', p_args ->> 'notes', p_args ->> 'special_requests'
         ) returning * into booked;
@@ -501,7 +507,7 @@ begin
   if staff ? 'problem' then
     return staff || jsonb_build_object('timezone', cfg.timezone);
   end if;
-  return book_into(cfg, staff, p_args, ensure_call_log(cfg, p_call), p_now, p_min_notice)
+  return book_into(cfg, staff, p_args, p_call, p_now, p_min_notice)
          || jsonb_build_object('timezone', cfg.timezone, 'today', today);
 end
 $$;
