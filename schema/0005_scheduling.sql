@@ -207,12 +207,7 @@ create function resolve_staff(
 language plpgsql stable as $$
 declare
   matched jsonb;
-  choices jsonb;
 begin
-  select coalesce(jsonb_agg(s.staff_name order by s.staff_name), '[]'::jsonb) into choices
-  from staff_members s
-  where s.agent_configuration_id = p_configuration_id and s.is_active and s.is_bookable;
-
   select jsonb_build_object(
            'ids', coalesce(jsonb_agg(s.id order by s.staff_name, s.id), '[]'::jsonb),
            'names', coalesce(jsonb_agg(s.staff_name order by s.staff_name, s.id), '[]'::jsonb))
@@ -231,7 +226,11 @@ begin
         where s.agent_configuration_id = p_configuration_id and s.is_active and s.is_bookable
           and s.staff_role is not null));
     end if;
-    return jsonb_build_object('problem', 'unknown_staff', 'choices', choices);
+    -- Only read when needed: a request that names staff we know never pays for this list.
+    return jsonb_build_object('problem', 'unknown_staff', 'choices', (
+      select coalesce(jsonb_agg(s.staff_name order by s.staff_name), '[]'::jsonb)
+      from staff_members s
+      where s.agent_configuration_id = p_configuration_id and s.is_active and s.is_bookable));
   end if;
   if p_name is not null and p_staff_id is null and jsonb_array_length(matched -> 'ids') > 1 then
     return jsonb_build_object('problem', 'ambiguous_staff', 'choices', matched -> 'names');
@@ -248,10 +247,18 @@ language sql stable as $$
     'staff_member_id', staff_member_id, 'staff_name', staff_name)
 $$;
 
--- The active configuration behind a Retell agent id.
+-- The active configuration behind a Retell agent id (all fields null when there is none).
+-- PL/pgSQL rather than SQL: its query is planned once per session, where a SQL function that
+-- can't be inlined (this one reads a table) is parsed and planned again on every call.
 create function configuration_for_agent(p_agent_id text) returns agent_configurations
-language sql stable as $$
-  select c from agent_configurations c where c.agent_id = p_agent_id and c.is_active
+language plpgsql stable as $$
+declare
+  found_cfg agent_configurations;
+begin
+  select c.* into found_cfg from agent_configurations c
+  where c.agent_id = p_agent_id and c.is_active;
+  return found_cfg;
+end
 $$;
 
 -- The call's customer_call_logs row, created when the call's webhook has not arrived yet.
@@ -288,8 +295,10 @@ end
 $$;
 
 -- Refusals shared by every date a caller names: the past, and beyond the booking horizon.
+-- Stable, as jsonb_build_object is: a SQL function declared more constant than its body is never
+-- inlined, and runs as a separately planned statement on every call.
 create function date_problem(p_date date, p_today date) returns jsonb
-language sql immutable as $$
+language sql stable as $$
   select case
     when p_date < p_today then jsonb_build_object('problem', 'past_date')
     when p_date > p_today + 366 then jsonb_build_object('problem', 'too_far')
