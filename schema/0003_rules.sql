@@ -176,9 +176,17 @@ create trigger agent_configurations_updated_at before update on agent_configurat
 
 -- A child row belongs to the same user as the configuration it hangs from: filled in when
 -- omitted, rejected when it names someone else (row level security relies on it).
+-- PL/pgSQL rather than SQL: its query is planned once per session, where a SQL function that
+-- reads a table (never inlined) is parsed and planned again on every call.
 create function owner_of_configuration(configuration_id uuid) returns uuid
-language sql stable as $$
-  select user_id from agent_configurations where id = configuration_id
+language plpgsql stable as $$
+declare
+  owner uuid;
+begin
+  select c.user_id into owner from agent_configurations c
+  where c.id = owner_of_configuration.configuration_id;
+  return owner;
+end
 $$;
 
 create function staff_members_check() returns trigger
