@@ -185,17 +185,21 @@ language sql immutable as $$
     '[\s,]+', ' ', 'g'))
 $$;
 
+-- Whether a spoken name names a person, both already normalized: the whole name, or one of
+-- its words (dots ignored).
+create function normalized_name_matches(spoken text, full_name text) returns boolean
+language sql immutable as $$
+  select spoken <> '' and (
+    spoken = full_name
+    or spoken = any(string_to_array(regexp_replace(full_name, '\.', '', 'g'), ' '))
+    or regexp_replace(spoken, '\.', '', 'g')
+       = any(string_to_array(regexp_replace(full_name, '\.', '', 'g'), ' '))
+  )
+$$;
+
 create function name_matches(spoken text, full_name text) returns boolean
 language sql immutable as $$
-  select normalize_person_name(spoken) <> '' and (
-    normalize_person_name(spoken) = normalize_person_name(full_name)
-    or normalize_person_name(spoken) = any(
-      string_to_array(regexp_replace(normalize_person_name(full_name), '\.', '', 'g'), ' ')
-    )
-    or regexp_replace(normalize_person_name(spoken), '\.', '', 'g') = any(
-      string_to_array(regexp_replace(normalize_person_name(full_name), '\.', '', 'g'), ' ')
-    )
-  )
+  select normalized_name_matches(normalize_person_name(spoken), normalize_person_name(full_name))
 $$;
 
 -- The bookable staff members a request names: {"ids": [...], "names": [...]} when it names at
@@ -207,15 +211,20 @@ create function resolve_staff(
 language plpgsql stable as $$
 declare
   matched jsonb;
+  -- name_matches(p_name, staff_name), with each side normalized once rather than in every test.
+  spoken text := normalize_person_name(p_name);
 begin
   select jsonb_build_object(
            'ids', coalesce(jsonb_agg(s.id order by s.staff_name, s.id), '[]'::jsonb),
            'names', coalesce(jsonb_agg(s.staff_name order by s.staff_name, s.id), '[]'::jsonb))
     into matched
-  from staff_members s
+  from staff_members s,
+       -- offset 0: computed once per row, not once per use.
+       lateral (select case when p_name is not null then normalize_person_name(s.staff_name) end
+                       as full_name offset 0) n
   where s.agent_configuration_id = p_configuration_id and s.is_active and s.is_bookable
     and (p_staff_id is null or s.id = p_staff_id)
-    and (p_name is null or name_matches(p_name, s.staff_name))
+    and (p_name is null or normalized_name_matches(spoken, n.full_name))
     and (p_role is null or lower(s.staff_role) = lower(p_role)
          or lower(s.staff_role) || 's' = lower(p_role));
 
