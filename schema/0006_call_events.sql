@@ -141,8 +141,16 @@ begin
              coalesce(f.custom_analysis_data, l.custom_analysis_data),
              coalesce(f.call_cost, l.call_cost), coalesce(f.metadata, l.metadata)
       from call_event_fields(received || l.events) f)
+  -- A copy of an event already stored (Retell's retries and duplicates) changes nothing: the
+  -- row is derived from the set of events, and that set already holds this one.
+  where not (l.events ? p_event)
   returning l.id, l.call_status into log_id, status;
-  return jsonb_build_object('call_log_id', log_id, 'call_status', status);
+  if log_id is null then
+    select l.id, l.call_status into log_id, status
+    from customer_call_logs l where l.retell_call_id = call_id;
+    return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', true);
+  end if;
+  return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', false);
 end
 $$;
 

@@ -166,3 +166,21 @@ async def test_webhook_endpoints_count_their_events(
     assert _value(app, "webhook_events_total", event="call_ended", outcome="stored") == 1
     assert _value(app, "webhook_events_total", event="transcript_updated", outcome="ignored") == 1
     assert _value(app, "webhook_events_total", event="call_inbound", outcome="answered") == 1
+
+
+async def test_duplicate_webhooks_are_absorbed_and_counted(
+    app: Starlette, client: httpx.AsyncClient, clinic: Clinic, db: asyncpg.Connection
+) -> None:
+    """A retried call_ended is stored once and counted as a duplicate absorbed."""
+    ended = load_fixture("webhook_call_ended.json")
+    ended["call"]["agent_id"] = clinic.agent_id
+    answers = await asyncio.gather(
+        *(post_signed(client, "/retell/webhook", ended) for _ in range(3))
+    )
+    assert [a.status_code for a in answers] == [204, 204, 204]
+    assert _value(app, "webhook_events_total", event="call_ended", outcome="stored") == 1
+    assert _value(app, "webhook_events_total", event="call_ended", outcome="duplicate") == 2
+    rows = await db.fetch(
+        "select duration_ms, events ? 'call_ended' as has_event from customer_call_logs"
+    )
+    assert [(r["duration_ms"], r["has_event"]) for r in rows] == [(55820, True)]
