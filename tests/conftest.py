@@ -89,16 +89,22 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A direct connection for arranging rows and asserting on them; tables start empty."""
-    conn = await asyncpg.connect(database_url)
+async def _connect(url: str) -> asyncpg.Connection:
+    """A connection for tests, with jsonb decoded as the service decodes it."""
+    conn = await asyncpg.connect(url)
     await conn.set_type_codec(
         "jsonb",
         encoder=lambda v: orjson.dumps(v).decode(),
         decoder=orjson.loads,
         schema="pg_catalog",
     )
+    return conn
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection for arranging rows and asserting on them; tables start empty."""
+    conn = await _connect(database_url)
     await conn.execute(f"truncate {APP_TABLES}, auth.users cascade")
     try:
         yield conn
@@ -234,13 +240,7 @@ def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
 @pytest.fixture(scope="module")
 async def module_connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """One connection shared by a module's tests (see rollback_db)."""
-    conn = await asyncpg.connect(database_url)
-    await conn.set_type_codec(
-        "jsonb",
-        encoder=lambda v: orjson.dumps(v).decode(),
-        decoder=orjson.loads,
-        schema="pg_catalog",
-    )
+    conn = await _connect(database_url)
     try:
         yield conn
     finally:

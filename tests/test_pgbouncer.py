@@ -21,12 +21,12 @@ from starlette.applications import Starlette
 
 from service import db as service_db
 from service.config import Settings
+from tests.calls import CALLER, envelope
 from tests.conftest import load_fixture, post_signed
 from tests.factories import Clinic, add_appointment
 from tests.test_faults import next_weekday
 
 PGBOUNCER_PORT = 18310
-CALLER = "+16175550187"
 
 
 def _pgbouncer_binary() -> str | None:
@@ -119,17 +119,8 @@ async def serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def body(clinic: Clinic, name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "call": {
-            "call_id": call_id,
-            "agent_id": clinic.agent_id,
-            "direction": "inbound",
-            "from_number": CALLER,
-            "to_number": "+16175550100",
-        },
-        "args": args,
-    }
+    """A phone call's envelope to this clinic's agent (Retell's example body, these args)."""
+    return envelope(name, args, agent_id=clinic.agent_id, call_id=call_id)
 
 
 async def every_function(

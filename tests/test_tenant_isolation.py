@@ -9,11 +9,11 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.calls import CALLER, envelope
 from tests.conftest import load_fixture, post_signed
 from tests.factories import Clinic, add_appointment, create_clinic
 from tests.test_faults import next_weekday
 
-CALLER = "+16175550187"
 OTHER_AGENT = "agent_0b9e5d1c7a3f4e2d8c6b5a4f3e"
 
 
@@ -38,18 +38,11 @@ async def theirs(db: asyncpg.Connection, other: Clinic) -> str:
     return str(found)
 
 
-def body(clinic: Clinic, name: str, args: dict[str, Any], call_id: str = "call_iso") -> Any:
-    return {
-        "name": name,
-        "call": {
-            "call_id": call_id,
-            "agent_id": clinic.agent_id,
-            "direction": "inbound",
-            "from_number": CALLER,
-            "to_number": "+16175550100",
-        },
-        "args": args,
-    }
+def body(
+    clinic: Clinic, name: str, args: dict[str, Any], call_id: str = "call_iso"
+) -> dict[str, Any]:
+    """A phone call's envelope to this clinic's agent (Retell's example body, these args)."""
+    return envelope(name, args, agent_id=clinic.agent_id, call_id=call_id)
 
 
 async def call(client: httpx.AsyncClient, payload: Any, **params: str) -> dict[str, Any]:
