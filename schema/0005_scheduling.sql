@@ -303,14 +303,17 @@ begin
 end
 $$;
 
--- Refusals shared by every date a caller names: the past, and beyond the booking horizon.
+-- Refusals shared by every date a caller names: the past, and beyond the booking horizon, with
+-- the clinic's today and zone for the sentence; null when the date is fine.
 -- Stable, as jsonb_build_object is: a SQL function declared more constant than its body is never
 -- inlined, and runs as a separately planned statement on every call.
-create function date_problem(p_date date, p_today date) returns jsonb
+create function date_problem(p_date date, p_today date, p_timezone text) returns jsonb
 language sql stable as $$
   select case
-    when p_date < p_today then jsonb_build_object('problem', 'past_date')
-    when p_date > p_today + 366 then jsonb_build_object('problem', 'too_far')
+    when p_date < p_today
+      then jsonb_build_object('problem', 'past_date', 'today', p_today, 'timezone', p_timezone)
+    when p_date > p_today + 366
+      then jsonb_build_object('problem', 'too_far', 'today', p_today, 'timezone', p_timezone)
   end
 $$;
 
@@ -321,6 +324,7 @@ language plpgsql as $$
 declare
   cfg agent_configurations := configuration_for_agent(p_agent_id);
   today date;
+  refusal jsonb;
   first_day date := (p_args ->> 'date')::date;
   days integer := coalesce((p_args ->> 'days')::int, 1);
   preference text := coalesce(p_args ->> 'time_preference', 'any');
@@ -337,9 +341,9 @@ begin
   end if;
   perform set_config('TimeZone', cfg.timezone, true);
   today := (p_now at time zone cfg.timezone)::date;
-  if date_problem(first_day, today) is not null then
-    return date_problem(first_day, today)
-           || jsonb_build_object('today', today, 'timezone', cfg.timezone);
+  refusal := date_problem(first_day, today, cfg.timezone);
+  if refusal is not null then
+    return refusal;
   end if;
   staff := resolve_staff(cfg.id, p_args ->> 'staff_name', (p_args ->> 'staff_member_id')::uuid,
                          p_args ->> 'staff_role');
@@ -509,6 +513,7 @@ language plpgsql as $$
 declare
   cfg agent_configurations := configuration_for_agent(p_agent_id);
   today date;
+  refusal jsonb;
   staff jsonb;
 begin
   if cfg.id is null then
@@ -516,9 +521,9 @@ begin
   end if;
   perform set_config('TimeZone', cfg.timezone, true);
   today := (p_now at time zone cfg.timezone)::date;
-  if date_problem((p_args ->> 'date')::date, today) is not null then
-    return date_problem((p_args ->> 'date')::date, today)
-           || jsonb_build_object('today', today, 'timezone', cfg.timezone);
+  refusal := date_problem((p_args ->> 'date')::date, today, cfg.timezone);
+  if refusal is not null then
+    return refusal;
   end if;
   staff := resolve_staff(cfg.id, p_args ->> 'staff_name', (p_args ->> 'staff_member_id')::uuid,
                          p_args ->> 'staff_role');
@@ -678,6 +683,7 @@ language plpgsql as $$
 declare
   cfg agent_configurations := configuration_for_agent(p_agent_id);
   today date;
+  refusal jsonb;
   chosen jsonb;
   current jsonb;
   staff jsonb;
@@ -688,9 +694,9 @@ begin
   end if;
   perform set_config('TimeZone', cfg.timezone, true);
   today := (p_now at time zone cfg.timezone)::date;
-  if date_problem((p_args ->> 'new_date')::date, today) is not null then
-    return date_problem((p_args ->> 'new_date')::date, today)
-           || jsonb_build_object('today', today, 'timezone', cfg.timezone);
+  refusal := date_problem((p_args ->> 'new_date')::date, today, cfg.timezone);
+  if refusal is not null then
+    return refusal;
   end if;
   chosen := select_appointment(cfg, p_call, p_args, p_now, true);
   if chosen ? 'problem' then

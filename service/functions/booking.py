@@ -20,21 +20,12 @@ from service.functions.args import (
     Text,
     normalize_phone,
 )
-from service.functions.problems import refusal_from
+from service.functions.problems import phone_or_refuse, refusal_from
 from service.speech import spoken_date, spoken_list, spoken_slot, spoken_slots, spoken_time
 
 
 def _phone_or_refuse(raw: str | None, context: Context, *, field: str) -> str | None:
-    if raw is None:
-        return None
-    normalized = normalize_phone(raw, context.region)
-    if normalized is None:
-        raise Refusal(
-            "That phone number doesn't look complete. Could you say it again with the area code?",
-            reason="invalid_phone",
-            field=field,
-        )
-    return normalized
+    return None if raw is None else phone_or_refuse(raw, context, field=field)
 
 
 class BookAppointmentArgs(Args):

@@ -7,8 +7,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, StringConstraints
 
 from service.functions import Context, Function, Refusal
-from service.functions.args import Args, Email, Name, Phone, Text, normalize_phone
-from service.functions.problems import refusal_from
+from service.functions.args import Args, Email, Name, Phone, Text
+from service.functions.problems import phone_or_refuse, refusal_from
 
 MessageText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)
@@ -46,13 +46,7 @@ def prepare(args: LeaveVoicemailArgs, context: Context) -> dict[str, Any]:
             "What number should the team call you back on?",
             reason="no_callback_number",
         )
-    phone = normalize_phone(raw, context.region)
-    if phone is None:
-        raise Refusal(
-            "That phone number doesn't look complete. Could you say it again with the area code?",
-            reason="invalid_phone",
-        )
-    out["caller_phone"] = phone
+    out["caller_phone"] = phone_or_refuse(raw, context)
     return out
 
 

@@ -4,8 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.functions import Refusal
+from service.functions import Context, Refusal
+from service.functions.args import normalize_phone
 from service.speech import spoken_date, spoken_list
+
+
+def phone_or_refuse(raw: str, context: Context, *, field: str | None = None) -> str:
+    """A phone number as the caller gave it, in E.164, or a Refusal asking for it again."""
+    normalized = normalize_phone(raw, context.region)
+    if normalized is None:
+        where = {"field": field} if field else {}
+        raise Refusal(
+            "That phone number doesn't look complete. Could you say it again with the area code?",
+            reason="invalid_phone",
+            **where,
+        )
+    return normalized
 
 
 def refusal_from(result: dict[str, Any]) -> Refusal | None:
