@@ -6,6 +6,7 @@ transcript so far, 13-33 KB), with the measured clinic's agent id and a call id 
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ class Workloads:
         self.key = key
         self.run_id = run_id
         self.check_days = _weekdays(today + timedelta(days=1), 20)
+        # Days and durations never asked before in this run: each such check computes its days
+        # (schema/0007 remembers a day per staff member, date and duration once computed).
+        self._fresh_days = _weekdays(today + timedelta(days=1), 200)
+        self._fresh = itertools.count()
 
     def _function(
         self, name: str, template: str, args: Callable[[int], dict[str, Any]]
@@ -79,13 +84,24 @@ class Workloads:
         request = get("/readyz")
         return Workload("GET /readyz (floor)", lambda i: request, _status(200))
 
-    def check_availability(self, days: int) -> Workload:
+    def check_availability(self, days: int, *, remembered: bool = True) -> Workload:
+        """The same 20 weekdays over and over (as callers ask), or, with remembered False, a
+        date and duration no request of this run has asked for: the days are computed."""
         dates = self.check_days
 
         def args(i: int) -> dict[str, Any]:
-            return {"date": dates[i % len(dates)].isoformat(), "days": days}
+            if remembered:
+                return {"date": dates[i % len(dates)].isoformat(), "days": days}
+            n = next(self._fresh)
+            return {
+                "date": self._fresh_days[n % len(self._fresh_days)].isoformat(),
+                "days": days,
+                "duration_minutes": 15 + (n // len(self._fresh_days)) % 76,
+            }
 
         name = f"check_availability, {days} day{'s' if days > 1 else ''}"
+        if not remembered:
+            name += ", computed"
         make = self._function("check_availability", "custom_function_check_availability.json", args)
         return Workload(name, make, _ok)
 
