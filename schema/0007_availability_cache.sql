@@ -153,17 +153,31 @@ create trigger agent_configurations_slot_cache after update of timezone, busines
         or old.business_hours is distinct from new.business_hours)
   execute function slot_cache.touch_clinic();
 
--- Computes and keeps the days of the range that are missing or out of date for these staff
--- members. One statement: the versions it stores are read from the snapshot the slots are
--- computed from. Days before p_today are dropped on the way (nobody can book them).
+-- Computes and keeps the days of the range for those of these staff members whose days there
+-- are missing or out of date (after a booking, only its staff member's). The insert is one
+-- statement: the versions it stores are read from the snapshot the slots are computed from.
+-- Days before p_today are dropped on the way (nobody can book them).
 create function slot_cache.fill(
   p_configuration_id uuid, p_staff_ids uuid[], p_from date, p_to date, p_duration integer,
   p_today date
 ) returns void
 language plpgsql as $$
+declare
+  stale uuid[];
 begin
+  select array_agg(s.id) into stale
+  from unnest(p_staff_ids) s(id)
+  left join slot_cache.staff_versions v on v.staff_member_id = s.id
+  where (select count(*) from slot_cache.days d
+         where d.staff_member_id = s.id and d.duration_key = coalesce(p_duration, 0)
+           and d.local_date between p_from and p_to
+           and d.version = coalesce(v.version, 0)) < p_to - p_from + 1;
+  if stale is null then
+    return;
+  end if;
+
   delete from slot_cache.days d
-  where d.staff_member_id = any(p_staff_ids) and d.local_date < p_today;
+  where d.staff_member_id = any(stale) and d.local_date < p_today;
 
   insert into slot_cache.days as d (
     staff_member_id, duration_key, local_date, version, local_times, starts
@@ -174,13 +188,12 @@ begin
          coalesce(array_agg(f.starts_at order by f.starts_at)
                     filter (where f.starts_at is not null), '{}')
   from (
-    select s.id as staff_member_id, day::date as local_date, coalesce(v.version, 0) as version
-    from unnest(p_staff_ids) s(id)
+    select s.id as staff_member_id, g.day::date as local_date, coalesce(v.version, 0) as version
+    from unnest(stale) s(id)
     left join slot_cache.staff_versions v on v.staff_member_id = s.id,
     generate_series(p_from, p_to, interval '1 day') g(day)
   ) p
-  left join free_slots(p_configuration_id, p_staff_ids, p_from, p_to, p_duration,
-                       '-infinity') f
+  left join free_slots(p_configuration_id, stale, p_from, p_to, p_duration, '-infinity') f
     on f.staff_member_id = p.staff_member_id and f.local_date = p.local_date
   group by p.staff_member_id, p.local_date, p.version
   on conflict (staff_member_id, duration_key, local_date) do update

@@ -280,3 +280,31 @@ async def test_the_cache_is_the_owners_alone(db: asyncpg.Connection) -> None:
         ("days", "u", True, False),
         ("staff_versions", "u", True, False),
     ]
+
+
+async def test_a_booking_recomputes_only_its_staff_members_days(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """After a booking with Dr. Lee, the next check recomputes her Wednesday and reads the
+    other staff members' stored days as they were."""
+    first = await check(client, clock)
+    assert first["ok"] is True
+    before = {
+        r["staff_member_id"]: r["version"]
+        for r in await db.fetch("select staff_member_id, version from slot_cache.days")
+    }
+    assert set(before) == set(clinic.staff.values())
+    await _appointment_at_ten(db, clinic)
+    again = await check(client, clock)
+    after = {
+        r["staff_member_id"]: r["version"]
+        for r in await db.fetch("select staff_member_id, version from slot_cache.days")
+    }
+    lee = clinic.staff[LEE]
+    assert after[lee] > before[lee]
+    assert {k: v for k, v in after.items() if k != lee} == {
+        k: v for k, v in before.items() if k != lee
+    }
+    offered = {(s["staff_name"], s["time"]) for s in again["slots"]}
+    assert (LEE, "10:00") not in offered
+    assert offered == {(s["staff_name"], s["time"]) for s in first["slots"]} - {(LEE, "10:00")}
