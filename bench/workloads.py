@@ -63,7 +63,7 @@ class Workloads:
         self.check_days = _weekdays(today + timedelta(days=1), 20)
         # Days and durations never asked before in this run: each such check computes its days
         # (schema/0007 remembers a day per staff member, date and duration once computed).
-        self._fresh_days = _weekdays(today + timedelta(days=1), 200)
+        self._fresh_days = _weekdays(today + timedelta(days=1), 250)
         self._fresh = itertools.count()
 
     def _function(
@@ -92,11 +92,13 @@ class Workloads:
         def args(i: int) -> dict[str, Any]:
             if remembered:
                 return {"date": dates[i % len(dates)].isoformat(), "days": days}
+            # 40 durations around the staff's own (30 and 45 minutes) on each of 250 weekdays:
+            # 10,000 checks before one repeats, each as costly as a typical one.
             n = next(self._fresh)
             return {
-                "date": self._fresh_days[n % len(self._fresh_days)].isoformat(),
+                "date": self._fresh_days[(n // 40) % len(self._fresh_days)].isoformat(),
                 "days": days,
-                "duration_minutes": 15 + (n // len(self._fresh_days)) % 76,
+                "duration_minutes": 20 + n % 40,
             }
 
         name = f"check_availability, {days} day{'s' if days > 1 else ''}"

@@ -35,10 +35,14 @@ create unlogged table slot_cache.days (
   local_date date not null,
   -- The staff member's version the slots were computed at (0: never changed since migration).
   version bigint not null,
-  -- Every free start of the day in order, whatever the notice: rule 7 depends on the time of the
-  -- question, so it is applied when the day is read.
+  -- For the order of slots at the same instant (a rename is a new version).
+  staff_name text not null,
+  -- Every free start of the day in order, whatever the notice (rule 7 depends on the time of the
+  -- question, so it is applied when the day is read), with each slot's answer
+  -- already built.
   local_times time[] not null,
   starts timestamptz[] not null,
+  answers jsonb[] not null,
   primary key (staff_member_id, duration_key, local_date)
 );
 
@@ -180,24 +184,30 @@ begin
   where d.staff_member_id = any(stale) and d.local_date < p_today;
 
   insert into slot_cache.days as d (
-    staff_member_id, duration_key, local_date, version, local_times, starts
+    staff_member_id, duration_key, local_date, version, staff_name, local_times, starts, answers
   )
-  select p.staff_member_id, coalesce(p_duration, 0), p.local_date, p.version,
+  select p.staff_member_id, coalesce(p_duration, 0), p.local_date, p.version, p.staff_name,
          coalesce(array_agg(f.local_time order by f.starts_at)
                     filter (where f.starts_at is not null), '{}'),
          coalesce(array_agg(f.starts_at order by f.starts_at)
+                    filter (where f.starts_at is not null), '{}'),
+         coalesce(array_agg(slot_json(f.staff_member_id, f.staff_name, f.local_date,
+                                      f.local_time, f.starts_at) order by f.starts_at)
                     filter (where f.starts_at is not null), '{}')
   from (
-    select s.id as staff_member_id, g.day::date as local_date, coalesce(v.version, 0) as version
-    from unnest(stale) s(id)
+    select s.id as staff_member_id, s.staff_name::text as staff_name, g.day::date as local_date,
+           coalesce(v.version, 0) as version
+    from staff_members s
     left join slot_cache.staff_versions v on v.staff_member_id = s.id,
     generate_series(p_from, p_to, interval '1 day') g(day)
+    where s.id = any(stale)
   ) p
   left join free_slots(p_configuration_id, stale, p_from, p_to, p_duration, '-infinity') f
     on f.staff_member_id = p.staff_member_id and f.local_date = p.local_date
-  group by p.staff_member_id, p.local_date, p.version
+  group by p.staff_member_id, p.staff_name, p.local_date, p.version
   on conflict (staff_member_id, duration_key, local_date) do update
-    set version = excluded.version, local_times = excluded.local_times, starts = excluded.starts
+    set version = excluded.version, staff_name = excluded.staff_name,
+        local_times = excluded.local_times, starts = excluded.starts, answers = excluded.answers
     -- A slower check that read an older version never overwrites a newer day.
     where d.version <= excluded.version;
 end
@@ -253,32 +263,34 @@ begin
     loop
       -- The chunk's remembered days that are still current, and the earliest wanted slots
       -- among them; when a day is missing or out of date, fill the chunk and read again.
-      with current_days as (
-        select d.* from slot_cache.days d
-        left join slot_cache.staff_versions v on v.staff_member_id = d.staff_member_id
-        where d.staff_member_id = any(staff_ids) and d.duration_key = coalesce(duration, 0)
+      with versions as (
+        select s.id, coalesce(v.version, 0) as version
+        from unnest(staff_ids) s(id)
+        left join slot_cache.staff_versions v on v.staff_member_id = s.id
+      ),
+      current_days as (
+        select d.staff_name, d.local_times, d.starts, d.answers
+        from versions w
+        join slot_cache.days d on d.staff_member_id = w.id
+        where d.duration_key = coalesce(duration, 0)
           and d.local_date between chunk_from and chunk_to
           -- Right after filling, the rows just written (or newer ones): a booking that
           -- committed in between must not make a staff member's day vanish from the answer.
-          and (filled or d.version = coalesce(v.version, 0))
+          and (filled or d.version = w.version)
       )
       select (select count(*) from current_days),
-             (select coalesce(jsonb_agg(slot_json(f.staff_member_id, f.staff_name, f.local_date,
-                                                  f.local_time, f.starts_at)
-                                        order by f.starts_at, f.staff_name), '[]'::jsonb)
+             (select coalesce(jsonb_agg(f.answer order by f.starts_at, f.staff_name), '[]'::jsonb)
               from (
-                select d.staff_member_id, s.staff_name::text as staff_name, d.local_date,
-                       t.local_time, t.starts_at
-                from current_days d
-                join staff_members s on s.id = d.staff_member_id,
-                     unnest(d.local_times, d.starts) t(local_time, starts_at)
+                select d.staff_name, t.starts_at, t.answer
+                from current_days d,
+                     unnest(d.local_times, d.starts, d.answers) t(local_time, starts_at, answer)
                 where t.starts_at >= not_before
                   and (preference = 'any'
                        or (preference = 'morning' and t.local_time < time '12:00')
                        or (preference = 'afternoon' and t.local_time >= time '12:00'
                            and t.local_time < time '17:00')
                        or (preference = 'evening' and t.local_time >= time '17:00'))
-                order by t.starts_at, s.staff_name::text
+                order by t.starts_at, d.staff_name
                 limit wanted - jsonb_array_length(slots)
               ) f)
         into kept, found;

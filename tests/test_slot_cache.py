@@ -52,7 +52,8 @@ async def test_a_checked_day_is_remembered_and_read_back(
 
     # Proof that the row is what answers: keep only its first two slots (same version).
     await db.execute(
-        "update slot_cache.days set local_times = local_times[1:2], starts = starts[1:2]"
+        "update slot_cache.days set local_times = local_times[1:2], starts = starts[1:2],"
+        " answers = answers[1:2]"
         " where staff_member_id = $1",
         lee,
     )
