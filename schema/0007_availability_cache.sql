@@ -180,8 +180,12 @@ begin
     return;
   end if;
 
+  -- Rows another check is writing are left for later: waiting on them could deadlock.
   delete from slot_cache.days d
-  where d.staff_member_id = any(stale) and d.local_date < p_today;
+  where (d.staff_member_id, d.duration_key, d.local_date) in (
+    select o.staff_member_id, o.duration_key, o.local_date from slot_cache.days o
+    where o.staff_member_id = any(stale) and o.local_date < p_today
+    for update skip locked);
 
   insert into slot_cache.days as d (
     staff_member_id, duration_key, local_date, version, staff_name, local_times, starts, answers
@@ -205,6 +209,9 @@ begin
   left join free_slots(p_configuration_id, stale, p_from, p_to, p_duration, '-infinity') f
     on f.staff_member_id = p.staff_member_id and f.local_date = p.local_date
   group by p.staff_member_id, p.staff_name, p.local_date, p.version
+  -- Two checks filling the same days lock them in the same order (dates ascend from chunk to
+  -- chunk as well), so one waits for the other instead of deadlocking.
+  order by p.local_date, p.staff_member_id
   on conflict (staff_member_id, duration_key, local_date) do update
     set version = excluded.version, staff_name = excluded.staff_name,
         local_times = excluded.local_times, starts = excluded.starts, answers = excluded.answers

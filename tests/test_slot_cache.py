@@ -309,3 +309,31 @@ async def test_a_booking_recomputes_only_its_staff_members_days(
     offered = {(s["staff_name"], s["time"]) for s in again["slots"]}
     assert (LEE, "10:00") not in offered
     assert offered == {(s["staff_name"], s["time"]) for s in first["slots"]} - {(LEE, "10:00")}
+
+
+async def test_concurrent_checks_of_overlapping_weeks_all_answer(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Thirty checks at once over overlapping weeks (each filling several chunks of days)
+    while appointments are added: every one answers, none deadlocks, and afterwards each day is
+    stored once per staff member."""
+    first_days = ["2026-12-01", "2026-12-02", "2026-12-03"]
+
+    async def week(i: int) -> dict[str, Any]:
+        return await check(client, clock, date=first_days[i % 3], days=7, max_slots=100)
+
+    async def appointments() -> None:
+        for i in range(3):
+            await add_appointment(
+                db, clinic.staff["Dr. Omar Haddad"], date(2026, 12, 7 + i), time(9)
+            )
+
+    results = await asyncio.gather(*(week(i) for i in range(30)), appointments())
+    answers = [r for r in results if r is not None]
+    assert len(answers) == 30
+    assert all(a["ok"] is True and len(a["slots"]) == 100 for a in answers)
+    duplicates = await db.fetchval(
+        "select count(*) from (select staff_member_id, local_date from slot_cache.days"
+        " group by 1, 2 having count(*) > 1) d"
+    )
+    assert duplicates == 0
