@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -17,6 +18,12 @@ from tests.factories import Clinic, add_appointment
 from tests.test_availability import LEE_WEDNESDAY, check, times
 
 WED = date(2026, 12, 2)
+
+
+class Rollback(Exception):
+    """Raised to leave a transaction block without committing."""
+
+
 LEE = "Dr. Ada Lee"
 
 
@@ -337,3 +344,56 @@ async def test_concurrent_checks_of_overlapping_weeks_all_answer(
         " group by 1, 2 having count(*) > 1) d"
     )
     assert duplicates == 0
+
+
+async def test_stored_days_are_read_by_key_whatever_the_table_held_when_planned(
+    db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """A session plans its statements once, possibly while the cache is empty; a plan that
+    scanned the table then would scan all of it on every call later (12 s per check at 10,000
+    stored days). Every read of slot_cache goes by key: no sequential scan, before or after
+    the table fills."""
+
+    async def check_in_database(on: date, duration: int | None) -> dict[str, Any]:
+        args: dict[str, Any] = {"date": on.isoformat(), "days": 7}
+        if duration is not None:
+            args["duration_minutes"] = duration
+        result: dict[str, Any] = await db.fetchval(
+            "select rx_check_availability($1, '{}'::jsonb, $2::jsonb, $3, 60)",
+            clinic.agent_id,
+            args,
+            MONDAY_MORNING,
+        )
+        return result
+
+    scans = (
+        "select relname, seq_scan, idx_scan from pg_stat_xact_user_tables"
+        " where schemaname = 'slot_cache' order by relname"
+    )
+    with contextlib.suppress(Rollback):
+        async with db.transaction():
+            # This session's counts so far (not yet flushed ones included), to subtract.
+            before = {r["relname"]: (r["seq_scan"], r["idx_scan"]) for r in await db.fetch(scans)}
+            assert (await check_in_database(WED, None))["slots"]  # planned on an empty cache
+            await db.execute(
+                """
+                insert into slot_cache.days (staff_member_id, duration_key, local_date, version,
+                  staff_name, local_times, starts, answers)
+                select gen_random_uuid(), 0, date '2026-12-01' + g % 300, 0, 'Someone', '{}', '{}',
+                       '{}'
+                from generate_series(1, 20000) g
+                """
+            )
+            await db.execute(
+                "insert into slot_cache.staff_versions"
+                " select gen_random_uuid(), g from generate_series(1, 20000) g"
+            )
+            await add_appointment(db, clinic.staff[LEE], WED, time(10))
+            for on, duration in ((WED, None), (WED, 45), (date(2026, 12, 3), None), (WED, None)):
+                assert (await check_in_database(on, duration))["slots"]
+            after = {r["relname"]: (r["seq_scan"], r["idx_scan"]) for r in await db.fetch(scans)}
+            seq = {name: after[name][0] - before[name][0] for name in after}
+            by_key = {name: after[name][1] - before[name][1] for name in after}
+            assert seq == {"days": 0, "staff_versions": 0}
+            assert all(n > 0 for n in by_key.values()), by_key
+            raise Rollback  # leave nothing behind
