@@ -189,3 +189,21 @@ begin
   return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', false);
 end
 $$;
+
+-- As 0005's business_open_at, in PL/pgSQL: the SQL function's `exists` subquery kept it from
+-- being inlined, so forward_call (and the inbound webhook) parsed and planned it on every call
+-- (~0.2 ms); PL/pgSQL plans the same expression once per session.
+create or replace function business_open_at(hours jsonb, tz text, at timestamptz) returns boolean
+language plpgsql stable as $$
+begin
+  return hours is null or jsonb_typeof(hours) = 'null' or exists (
+    select 1
+    from jsonb_array_elements(
+      case when jsonb_typeof(hours -> weekday_name((at at time zone tz)::date)) = 'array'
+           then hours -> weekday_name((at at time zone tz)::date) else '[]'::jsonb end
+    ) i
+    where time_of((at at time zone tz)::time) >= parse_clock(i ->> 'open')
+      and time_of((at at time zone tz)::time) < parse_clock(i ->> 'close')
+  );
+end
+$$;
