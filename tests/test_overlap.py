@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date, time
+from datetime import date, time, timedelta
 from typing import Literal
 
 import asyncpg
@@ -33,6 +33,20 @@ async def test_overlapping_insert_is_refused(db: asyncpg.Connection, clinic: Cli
     assert raised.value.sqlstate == "23P01"
     assert "already has an appointment" in str(raised.value)
     assert await db.fetchval("select count(*) from appointments") == 1
+
+
+async def test_day_long_appointment_from_the_day_before_is_seen(
+    db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """An appointment of the longest duration (1440 minutes) that started the day before still
+    refuses a time inside its last minutes, with the same message; its end is free again."""
+    lee = clinic.staff["Dr. Ada Lee"]
+    await add_appointment(db, lee, DAY - timedelta(days=1), time(9, 30), duration=1440)
+    with pytest.raises(asyncpg.ExclusionViolationError) as raised:
+        await add_appointment(db, lee, DAY, time(9), duration=30, name="Tom Reyes")
+    assert "already has an appointment" in str(raised.value)
+    await add_appointment(db, lee, DAY, time(9, 30), duration=30, name="Tom Reyes")
+    assert await db.fetchval("select count(*) from appointments") == 2
 
 
 async def test_back_to_back_and_other_staff_are_allowed(

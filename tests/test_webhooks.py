@@ -183,6 +183,21 @@ async def test_status_moves_forward_only(
     assert stored["call_status"] == "ended"
 
 
+async def test_statuses_unknown_to_us_settle_the_same_in_any_order(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Two statuses we don't rank (Retell adds values) settle on the greater name whichever
+    arrives first; an empty status counts as none."""
+    statuses = {"call_started": "zeta_new", "call_ended": "alpha_new", "call_analyzed": ""}
+    for number, order in enumerate(itertools.permutations(EVENTS)):
+        call_id = f"call_unranked_{number}"
+        for name in order:
+            await send(client, event(name, call_id, call_status=statuses[name]))
+        stored = await row(db, call_id)
+        assert stored is not None
+        assert stored["call_status"] == "zeta_new", order
+
+
 async def test_a_row_made_by_a_function_is_merged_and_keeps_its_appointment(
     client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic
 ) -> None:
