@@ -124,12 +124,14 @@ end
 $$;
 
 -- As 0006's rx_call_event, with the merge of a later event into the call's row (call_ended
--- after call_started: the usual order) computing the merged events once.
+-- after call_started: the usual order) computing the merged events once, and the call's ids
+-- read by path.
 create or replace function rx_call_event(p_event text, p_body jsonb) returns jsonb
 language plpgsql as $$
 declare
-  cfg agent_configurations := configuration_for_agent(p_body -> 'call' ->> 'agent_id');
-  call_id text := nullif(p_body -> 'call' ->> 'call_id', '');
+  -- Path lookups: `p_body -> 'call'` copied the whole call object (the bulk of the body) twice.
+  cfg agent_configurations := configuration_for_agent(p_body #>> '{call,agent_id}');
+  call_id text := nullif(p_body #>> '{call,call_id}', '');
   received jsonb := jsonb_build_object(p_event, p_body);
   log_id uuid;
   status text;
