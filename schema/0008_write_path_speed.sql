@@ -1,10 +1,10 @@
--- Less PostgreSQL CPU on the write paths: book_appointment and the call webhooks
--- (bench/NOTES.md, "Write paths"). Same rows, same answers; every row is still written and
+-- Less PostgreSQL CPU on the write paths: book_appointment, the call webhooks and forward_call
+-- (measurements in bench/NOTES.md). Same rows, same answers; every row is still written and
 -- logged as before.
 
 -- A call_ended or call_analyzed event stores Retell's call object about three times over (the
 -- raw body in `events`, then `transcript` and `transcript_object` from it), 20-40 KB that
--- TOAST compresses on insert. pglz, the default, spent ~0.35 ms per call_ended on it; lz4
+-- TOAST compresses on insert. pglz, the default, spent ~0.4 ms per call_ended on it; lz4
 -- compresses the same bodies ~5x faster (and here smaller). Rows already stored keep pglz and
 -- read as before. A server built without lz4 keeps pglz.
 do $$
@@ -26,7 +26,7 @@ $$;
 -- The highest-ranked call_status among the events received and the row's current one, ties
 -- (unknown statuses) broken by the greater name: as 0006's definition, whose query (unnest,
 -- order by, limit) kept it from being inlined, so every webhook parsed and planned it again
--- (~0.2 ms). PL/pgSQL evaluates the same comparisons as plain expressions.
+-- (~0.1-0.2 ms). PL/pgSQL evaluates the same comparisons as plain expressions.
 create or replace function call_events_status(events jsonb, current_status text) returns text
 language plpgsql immutable as $$
 declare
