@@ -44,7 +44,10 @@ create unlogged table slot_cache.days (
   starts timestamptz[] not null,
   answers jsonb[] not null,
   primary key (staff_member_id, duration_key, local_date)
-);
+)
+-- A day's row (a few KB) is kept whole and uncompressed: it is read far more often than written,
+-- and decompressing it on every read would cost more than the space saves.
+with (toast_tuple_target = 8160);
 
 -- Not in `public`, so not served by Supabase's HTTP API; locked all the same, since the service
 -- (the owner) is its only reader.
