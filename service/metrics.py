@@ -119,14 +119,25 @@ class Metrics:
         )
         self.pool = PoolCollector()
         self.registry.register(self.pool)
+        # Each request's two series, kept once looked up: labels() takes a lock and checks its
+        # arguments on every call. The keys are bounded (routes, known functions, statuses).
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def watch_pool(self, pool: Pool | None) -> None:
         """Report this pool's sizes from now on (None: stop, e.g. once it is closed)."""
         self.pool.pool = pool
 
     def request_done(self, endpoint: str, function: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, function, str(status)).inc()
-        self.latency.labels(endpoint, function).observe(seconds)
+        key = (endpoint, function, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self.requests.labels(endpoint, function, str(status)),
+                self.latency.labels(endpoint, function),
+            )
+        count, latency = series
+        count.inc()
+        latency.observe(seconds)
 
     def function_result(self, function: str, body: dict[str, Any]) -> None:
         """Count a booking or a refused one, from the result the agent receives."""
