@@ -14,6 +14,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -119,30 +120,40 @@ class Metrics:
         )
         self.pool = PoolCollector()
         self.registry.register(self.pool)
+        # Series kept once looked up: labels() takes a lock and checks its arguments on every
+        # call. Every label set is already bounded (routes, known functions, statuses, reasons).
+        self._series: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+    def _labelled(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        key = (metric, labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*labels)
+        return series
 
     def watch_pool(self, pool: Pool | None) -> None:
         """Report this pool's sizes from now on (None: stop, e.g. once it is closed)."""
         self.pool.pool = pool
 
     def request_done(self, endpoint: str, function: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, function, str(status)).inc()
-        self.latency.labels(endpoint, function).observe(seconds)
+        self._labelled(self.requests, endpoint, function, str(status)).inc()
+        self._labelled(self.latency, endpoint, function).observe(seconds)
 
     def function_result(self, function: str, body: dict[str, Any]) -> None:
         """Count a booking or a refused one, from the result the agent receives."""
         if function not in BOOKING_FUNCTIONS:
             return
         if body.get("booked"):
-            self.bookings.labels(function, "booked", "").inc()
+            self._labelled(self.bookings, function, "booked", "").inc()
         else:
-            self.bookings.labels(
-                function, "refused", str(body.get("reason") or "invalid_args")
-            ).inc()
+            reason = str(body.get("reason") or "invalid_args")
+            self._labelled(self.bookings, function, "refused", reason).inc()
 
     def webhook_event(self, event: str, outcome: str) -> None:
         """Count one webhook event: stored, duplicate, ignored, unknown_agent; for call_inbound
         answered, unknown_agent or fallback (Retell's defaults were sent)."""
-        self.webhook_events.labels(event if event in WEBHOOK_EVENTS else "other", outcome).inc()
+        label = event if event in WEBHOOK_EVENTS else "other"
+        self._labelled(self.webhook_events, label, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

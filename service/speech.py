@@ -6,6 +6,25 @@ from collections.abc import Sequence
 from datetime import date, time
 from typing import Any
 
+# Looked up rather than formatted with strftime: `%A` and `%B` go through the C library's
+# locale-dependent formatting (~3 us a date, up to three dates per check_availability answer),
+# and the agent speaks English whatever the server's locale.
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
 
 def spoken_time(value: time | str) -> str:
     """'09:00' -> '9:00 AM'; '12:30' -> '12:30 PM'."""
@@ -17,7 +36,7 @@ def spoken_time(value: time | str) -> str:
 def spoken_date(value: date | str) -> str:
     """'2026-12-02' -> 'Wednesday, December 2'."""
     d = date.fromisoformat(value) if isinstance(value, str) else value
-    return f"{d:%A}, {d:%B} {d.day}"
+    return f"{_WEEKDAYS[d.weekday()]}, {_MONTHS[d.month - 1]} {d.day}"
 
 
 def spoken_list(items: Sequence[str], conjunction: str = "or") -> str:

@@ -3,15 +3,18 @@ phone numbers or secrets in clear."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import structlog
 
-from service.logs import mask_phone
+from service.logs import configure_logging, mask_phone
 from tests.conftest import post_signed
 from tests.factories import Clinic
 
@@ -174,3 +177,23 @@ async def test_function_call_logs_no_caller_number(
     lines = json_logs()
     assert _requests(lines)
     assert "6175550163" not in repr(lines)
+
+
+def test_events_below_the_level_are_not_written() -> None:
+    """With LOG_LEVEL=WARNING, our info events and stdlib info records write nothing."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            configure_logging("WARNING", "json")
+        log = structlog.get_logger("service.test")
+        log.info("quiet", n=1)
+        logging.getLogger("asyncpg").info("quiet too")
+        log.warning("loud", n=2)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        structlog.reset_defaults()
+    lines = [orjson.loads(line) for line in buffer.getvalue().splitlines()]
+    assert [(x["event"], x["level"]) for x in lines] == [("loud", "warning")]

@@ -85,9 +85,16 @@ def functions() -> dict[str, Function]:
     return _FUNCTIONS
 
 
+def _query_param(request: Request, name: str) -> str | None:
+    # Retell's requests carry no query string; skip parsing an empty one on every request.
+    if not request.scope["query_string"]:
+        return None
+    return request.query_params.get(name) or None
+
+
 def _envelope(body: dict[str, Any], request: Request) -> tuple[str, Call, dict[str, Any]]:
     """Split a request into (agent_id, call, args), for both of Retell's payload styles."""
-    query_agent = request.query_params.get("agent_id") or None
+    query_agent = _query_param(request, "agent_id")
     if "call" in body:
         if not isinstance(body["call"], dict):
             raise ServiceError(422, "malformed_envelope", "`call` must be an object.")
@@ -106,7 +113,7 @@ def _envelope(body: dict[str, Any], request: Request) -> tuple[str, Call, dict[s
                 "malformed_envelope",
                 "The body has no `call`, and no `agent_id` query parameter was given.",
             )
-        call = Call(call_id=request.query_params.get("call_id") or None, agent_id=query_agent)
+        call = Call(call_id=_query_param(request, "call_id"), agent_id=query_agent)
         args = body
         agent_id = query_agent
     if not isinstance(args, dict):
