@@ -229,10 +229,13 @@ async def count_round_trips(
 
 
 async def growth(
-    port: int, work: Workloads, options: Options, rows: int
+    conn: asyncpg.Connection, port: int, work: Workloads, options: Options, rows: int
 ) -> list[tuple[int, str, float]]:
     """check_availability p50 at the table's current size: 1, 7 and 31-day windows computed
-    (days nobody asked for before), and a 7-day window of remembered days."""
+    (the stored days cleared, then the same dates and durations at every size), and a 7-day
+    window of remembered days."""
+    await conn.execute("delete from slot_cache.days")
+    work.ask_afresh()
     found: list[tuple[int, str, float]] = []
     cases = [(f"{d}d", work.check_availability(d, remembered=False)) for d in (1, 7, 31)]
     cases.append(("7d remembered", work.check_availability(7)))
@@ -315,7 +318,7 @@ async def _measure(url: str, today: date, options: Options, results: Results) ->
         port = options.port
         work = Workloads(clinic.agent_id, API_KEY, today, f"{os.getpid()}")
         async with service(url, port, "service.log") as process:
-            results.growth += await growth(port, work, options, total)
+            results.growth += await growth(conn, port, work, options, total)
 
             started = time.perf_counter()
             await data.add_other_appointments(
@@ -362,6 +365,6 @@ async def _measure(url: str, today: date, options: Options, results: Results) ->
             )
             total = await conn.fetchval("select count(*) from appointments")
             say(f"grew to {total} appointments in {time.perf_counter() - started:.1f} s")
-            results.growth += await growth(port, work, options, total)
+            results.growth += await growth(conn, port, work, options, total)
     finally:
         await conn.close()

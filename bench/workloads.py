@@ -66,6 +66,11 @@ class Workloads:
         self._fresh_days = _weekdays(today + timedelta(days=1), 250)
         self._fresh = itertools.count()
 
+    def ask_afresh(self) -> None:
+        """Start the never-asked dates and durations over (once the stored days are cleared):
+        two measurements of computed days then ask the very same questions."""
+        self._fresh = itertools.count()
+
     def _function(
         self, name: str, template: str, args: Callable[[int], dict[str, Any]]
     ) -> RequestFactory:
