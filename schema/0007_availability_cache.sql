@@ -69,27 +69,18 @@ $$;
 -- Statement-level triggers: a bulk load of appointments touches each staff member once. They run
 -- as the owner (security definer, with a pinned search_path): a signed-in Supabase user who edits
 -- their own staff's hours must refresh the cache, without any right to the cache itself.
-create function slot_cache.touch_from_new_rows() returns trigger
+create function slot_cache.touch_rows() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
-  perform slot_cache.touch(array(select distinct staff_member_id from new_rows));
-  return null;
-end
-$$;
-
-create function slot_cache.touch_from_old_rows() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
-begin
-  perform slot_cache.touch(array(select distinct staff_member_id from old_rows));
-  return null;
-end
-$$;
-
-create function slot_cache.touch_from_changed_rows() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
-begin
-  perform slot_cache.touch(array(
-    select staff_member_id from old_rows union select staff_member_id from new_rows));
+  -- Each branch reads only the transition tables its event has.
+  if tg_op = 'INSERT' then
+    perform slot_cache.touch(array(select staff_member_id from new_rows));
+  elsif tg_op = 'DELETE' then
+    perform slot_cache.touch(array(select staff_member_id from old_rows));
+  else
+    perform slot_cache.touch(array(
+      select staff_member_id from old_rows union all select staff_member_id from new_rows));
+  end if;
   return null;
 end
 $$;
@@ -108,14 +99,14 @@ declare
 begin
   foreach t in array array['appointments', 'staff_availability', 'staff_time_off'] loop
     execute format('create trigger %I after insert on %I referencing new table as new_rows '
-                   'for each statement execute function slot_cache.touch_from_new_rows()',
+                   'for each statement execute function slot_cache.touch_rows()',
                    t || '_slot_cache_insert', t);
     execute format('create trigger %I after update on %I '
                    'referencing old table as old_rows new table as new_rows '
-                   'for each statement execute function slot_cache.touch_from_changed_rows()',
+                   'for each statement execute function slot_cache.touch_rows()',
                    t || '_slot_cache_update', t);
     execute format('create trigger %I after delete on %I referencing old table as old_rows '
-                   'for each statement execute function slot_cache.touch_from_old_rows()',
+                   'for each statement execute function slot_cache.touch_rows()',
                    t || '_slot_cache_delete', t);
   end loop;
   foreach t in array array['appointments', 'staff_availability', 'staff_time_off',
