@@ -47,6 +47,14 @@ async def remembered(db: asyncpg.Connection, staff_id: uuid.UUID) -> list[asyncp
     return rows
 
 
+async def stored_versions(db: asyncpg.Connection) -> dict[uuid.UUID, int]:
+    """Each staff member's stored version (one stored day each in the tests that use it)."""
+    return {
+        r["staff_member_id"]: r["version"]
+        for r in await db.fetch("select staff_member_id, version from slot_cache.days")
+    }
+
+
 async def test_a_checked_day_is_remembered_and_read_back(
     client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
 ) -> None:
@@ -297,17 +305,11 @@ async def test_a_booking_recomputes_only_its_staff_members_days(
     other staff members' stored days as they were."""
     first = await check(client, clock)
     assert first["ok"] is True
-    before = {
-        r["staff_member_id"]: r["version"]
-        for r in await db.fetch("select staff_member_id, version from slot_cache.days")
-    }
+    before = await stored_versions(db)
     assert set(before) == set(clinic.staff.values())
     await _appointment_at_ten(db, clinic)
     again = await check(client, clock)
-    after = {
-        r["staff_member_id"]: r["version"]
-        for r in await db.fetch("select staff_member_id, version from slot_cache.days")
-    }
+    after = await stored_versions(db)
     lee = clinic.staff[LEE]
     assert after[lee] > before[lee]
     assert {k: v for k, v in after.items() if k != lee} == {
