@@ -421,3 +421,38 @@ async def test_past_appointments_cannot_be_cancelled_or_moved(
     assert result["ok"] is False
     row = await status_of(db, done)
     assert (row["status"], row["appointment_date"]) == ("scheduled", date(2026, 11, 27))
+
+
+@pytest.mark.parametrize("from_number", ["anonymous", "11111"])
+async def test_a_caller_without_a_number_must_give_number_and_name(
+    client: httpx.AsyncClient,
+    clock: Clock,
+    db: asyncpg.Connection,
+    clinic: Clinic,
+    from_number: str,
+) -> None:
+    """Withheld caller id is no number: find, cancel and move need both number and name."""
+    mine = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DEC_2, time(10))
+    identity = "To find the booking I need the phone number and the full name it was made under."
+    for name, args in [
+        ("find_appointments", {}),
+        ("find_appointments", {"patient_phone": CALLER}),
+        ("cancel_appointment", {"date": "2026-12-02", "patient_phone": CALLER}),
+        (
+            "reschedule_appointment",
+            {"date": "2026-12-02", "new_date": "2026-12-03", "new_time": "11:00"},
+        ),
+    ]:
+        result = await call(client, clock, name, args, from_number=from_number)
+        assert result["ok"] is False, (name, args)
+        assert result["reason"] == "identity_required"
+        assert result["message"] == identity
+    result = await call(
+        client,
+        clock,
+        "find_appointments",
+        {"patient_phone": "617 555 0187", "patient_name": "Maria Gonzalez"},
+        from_number=from_number,
+    )
+    assert [a["appointment_id"] for a in result["appointments"]] == [str(mine)]
+    assert (await status_of(db, mine))["status"] == "scheduled"

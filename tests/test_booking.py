@@ -536,3 +536,23 @@ async def test_outbound_call_books_under_the_called_number(
     )
     assert result["ok"] is True
     assert await db.fetchval("select patient_phone from appointments") == "+16175550123"
+
+
+@pytest.mark.parametrize("from_number", ["anonymous", "11111", "iatizeia"])
+async def test_a_caller_without_a_number_is_asked_for_one(
+    client: httpx.AsyncClient,
+    clock: Clock,
+    db: asyncpg.Connection,
+    clinic: Clinic,
+    from_number: str,
+) -> None:
+    """Withheld caller id or a SIP trunk's non-number: the agent asks for a number; no row."""
+    result = await call(
+        client, clock, "book_appointment", booking(time="09:00"), from_number=from_number
+    )
+    assert result["ok"] is False
+    assert result["booked"] is False
+    assert result["reason"] == "phone_required"
+    assert result["message"] == "What's the best phone number to reach the patient?"
+    assert await db.fetchval("select count(*) from appointments") == 0
+    assert await db.fetchval("select count(*) from customer_call_logs") == 0

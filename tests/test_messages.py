@@ -264,3 +264,30 @@ async def test_forward_refused_without_voicemail_says_so(
     result = await call(client, clock, "forward_call", {})
     assert result["voicemail_enabled"] is False
     assert result["message"] == "The office is closed right now, so I can't put you through."
+
+
+async def test_a_caller_without_a_number_is_asked_for_a_callback_number(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Withheld caller id: asked for a callback number, and the number given is stored."""
+    result = await call(
+        client, clock, "leave_voicemail", {"message": MESSAGE}, from_number="anonymous"
+    )
+    assert result["ok"] is False
+    assert result["saved"] is False
+    assert result["reason"] == "no_callback_number"
+    assert result["message"] == "What number should the team call you back on?"
+    assert await voicemail_rows(db) == []
+    result = await call(
+        client,
+        clock,
+        "leave_voicemail",
+        {"message": MESSAGE, "caller_phone": "617 555 0123"},
+        from_number="anonymous",
+        call_id="call_vm_anonymous",
+    )
+    assert result["saved"] is True
+    rows = await voicemail_rows(db)
+    assert [(r["caller_phone"], r["retell_call_id"]) for r in rows] == [
+        ("+16175550123", "call_vm_anonymous")
+    ]

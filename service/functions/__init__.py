@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import ServiceError, json_response
-from service.functions.args import Args, refusal_for, region_of
+from service.functions.args import Args, normalize_phone, refusal_for, region_of
 from service.retell import Call, parse_object
 from service.state import State, signed_body, state_of
 
@@ -31,10 +31,11 @@ class Context:
 
     @property
     def caller_number(self) -> str | None:
-        """The caller's own number: from_number on inbound calls, to_number on outbound ones."""
-        if self.call.direction == "outbound":
-            return self.call.to_number
-        return self.call.from_number
+        """The caller's own number in E.164: from_number on inbound calls, to_number on outbound
+        ones; None when the call has none (a web call, withheld caller id sent as "anonymous",
+        or whatever else a SIP trunk puts there that is not a phone number)."""
+        raw = self.call.to_number if self.call.direction == "outbound" else self.call.from_number
+        return normalize_phone(raw, self.region) if raw else None
 
 
 class Refusal(Exception):

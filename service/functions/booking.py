@@ -18,7 +18,6 @@ from service.functions.args import (
     Name,
     Phone,
     Text,
-    normalize_phone,
 )
 from service.functions.problems import phone_or_refuse, refusal_from
 from service.speech import spoken_date, spoken_list, spoken_slot, spoken_slots, spoken_time
@@ -60,7 +59,7 @@ class BookAppointmentArgs(Args):
 def prepare_booking(args: BookAppointmentArgs, context: Context) -> dict[str, Any]:
     phone = _phone_or_refuse(args.patient_phone, context, field="patient_phone")
     if phone is None:
-        phone = _phone_or_refuse(context.caller_number, context, field="patient_phone")
+        phone = context.caller_number
     if phone is None:
         raise Refusal(
             "What's the best phone number to reach the patient?",
@@ -141,15 +140,14 @@ def _caller_identity(args: CallerArgs, context: Context) -> dict[str, Any]:
             "To find the booking I need the phone number and the full name it was made under.",
             reason="identity_required",
         )
-    own_normalized = (normalize_phone(own, context.region) or own) if own else None
-    if given is not None and given != own_normalized and args.patient_name is None:
+    if given is not None and given != own and args.patient_name is None:
         raise Refusal(
             "For a booking under another number I also need the patient's full name.",
             reason="identity_required",
         )
     out.pop("own_phone", None)
-    if own_normalized is not None:
-        out["own_phone"] = own_normalized
+    if own is not None:
+        out["own_phone"] = own
     return out
 
 
