@@ -6,7 +6,14 @@ from typing import Any
 
 import asyncpg
 import structlog
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -112,12 +119,29 @@ class InboundCall(BaseModel):
 
 
 class InboundEvent(BaseModel):
-    """`{"event": "call_inbound", "call_inbound": {...}}`."""
+    """`{"event": "call_inbound", "call_inbound": {...}}`, or `chat_inbound` for an inbound SMS
+    (Retell sends those to the number's SMS webhook URL, which may well be this one)."""
 
     model_config = ConfigDict(extra="ignore")
 
     event: str | None = None
-    call_inbound: InboundCall
+    call_inbound: InboundCall | None = None
+    chat_inbound: InboundCall | None = None
+
+    @model_validator(mode="after")
+    def _names_its_call(self) -> InboundEvent:
+        if self.inbound is None:
+            raise ValueError("call_inbound_missing")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The key the answer goes under: the one the request came under."""
+        return "chat_inbound" if self.event == "chat_inbound" else "call_inbound"
+
+    @property
+    def inbound(self) -> InboundCall | None:
+        return self.chat_inbound if self.kind == "chat_inbound" else self.call_inbound
 
 
 CALL_EVENT_SQL = "select rx_call_event($1, $2::text::jsonb)"
@@ -178,12 +202,13 @@ async def inbound(request: Request) -> Response:
         envelope = InboundEvent.model_validate(parse_object(raw))
     except ValidationError as error:
         raise ServiceError(400, "malformed_event", validation_message(error)) from None
-    call = envelope.call_inbound
+    kind, call = envelope.kind, envelope.inbound
+    assert call is not None  # checked by InboundEvent
     structlog.contextvars.bind_contextvars(
-        retell_event="call_inbound", call_id=call.call_id, agent_id=call.agent_id
+        retell_event=kind, call_id=call.call_id, agent_id=call.agent_id
     )
     if not call.agent_id:
-        return json_response({"call_inbound": {}})
+        return json_response({kind: {}})
     try:
         found = await state.fetchval_within(
             INBOUND_DEADLINE_SECONDS, INBOUND_SQL, call.agent_id, call.from_number, state.clock()
@@ -191,14 +216,14 @@ async def inbound(request: Request) -> Response:
     except INBOUND_FAILURES as error:
         # Retell's defaults now are better than a caller hearing rings while it retries.
         log.warning("inbound_fallback", error=type(error).__name__)
-        state.metrics.webhook_event("call_inbound", "fallback")
-        return json_response({"call_inbound": {}})
+        state.metrics.webhook_event(kind, "fallback")
+        return json_response({kind: {}})
     if found is None:
         log.warning("inbound_unknown_agent")
-        state.metrics.webhook_event("call_inbound", "unknown_agent")
-        return json_response({"call_inbound": {}})
-    state.metrics.webhook_event("call_inbound", "answered")
-    return json_response({"call_inbound": {"dynamic_variables": dynamic_variables(found)}})
+        state.metrics.webhook_event(kind, "unknown_agent")
+        return json_response({kind: {}})
+    state.metrics.webhook_event(kind, "answered")
+    return json_response({kind: {"dynamic_variables": dynamic_variables(found)}})
 
 
 def dynamic_variables(clinic: dict[str, Any]) -> dict[str, str]:

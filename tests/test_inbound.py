@@ -268,3 +268,43 @@ async def test_slow_database_falls_back_within_the_deadline(
         response = await ask(client, clock, inbound_body(clinic.agent_id))
     assert response.status_code == 200
     assert response.json() == {"call_inbound": {}}
+
+
+def real_inbound(name: str, agent_id: str) -> dict[str, Any]:
+    """An inbound body as Retell's docs or a production log show it, for this agent."""
+    body = copy.deepcopy(load_fixture(f"real/{name}.json"))
+    body[body["event"]]["agent_id"] = agent_id
+    return body
+
+
+async def test_an_inbound_sms_gets_the_clinic_variables(
+    client: httpx.AsyncClient, clinic: Clinic, clock: Clock
+) -> None:
+    """chat_inbound (an SMS) is answered like a call, under chat_inbound; unknown agent: {}."""
+    clock.now = WEDNESDAY_MORNING
+    calls = await variables(client, clock, clinic.agent_id)
+    body = real_inbound("inbound_chat__retell-docs-inbound-webhook-current", clinic.agent_id)
+    response = await ask(client, clock, body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"chat_inbound": {"dynamic_variables": calls}}
+    body = real_inbound("inbound_chat__retell-docs-inbound-webhook-current", "agent_nobody")
+    response = await ask(client, clock, body)
+    assert response.status_code == 200
+    assert response.json() == {"chat_inbound": {}}
+    response = await ask(client, clock, {"event": "chat_inbound"})
+    assert response.status_code == 400
+
+
+async def test_a_withheld_caller_id_gets_the_clinic_without_a_caller(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic, clock: Clock
+) -> None:
+    """from_number "anonymous" (a production body): the clinic's variables, no caller's."""
+    clock.now = WEDNESDAY_MORNING
+    await add_appointment(db, clinic.staff["Dr. Ada Lee"], date(2026, 12, 2), time(9))
+    response = await ask(
+        client, clock, real_inbound("inbound__askproai-endpoint-status", clinic.agent_id)
+    )
+    assert response.status_code == 200
+    found = response.json()["call_inbound"]["dynamic_variables"]
+    assert found["business_name"] == "Brightside Dental"
+    assert (found["caller_name"], found["next_appointment"]) == ("", "")
