@@ -17,7 +17,7 @@ import pytest
 from starlette.applications import Starlette
 
 from tests.conftest import load_fixture, post_signed, signed_headers
-from tests.factories import Clinic, add_appointment
+from tests.factories import AGENT_ID, Clinic, add_appointment
 
 CALL_ID = "call_5b0e8c2f71d94a6e93c4a1f7d28"
 EVENTS = ("call_started", "call_ended", "call_analyzed")
@@ -403,4 +403,27 @@ async def test_event_that_is_not_a_name_is_ignored(
         body = event("call_ended")
         body["event"] = value
         assert (await send(client, body)).status_code == 204
+    assert await db.fetchval("select count(*) from customer_call_logs") == 0
+
+
+def real_body(name: str) -> dict[str, Any]:
+    """A body as Retell really sends it (shared/retell/real), addressed to the test clinic."""
+    body = copy.deepcopy(load_fixture(f"real/{name}.json"))
+    for key in ("call", "chat"):
+        if isinstance(body.get(key), dict) and "agent_id" in body[key]:
+            body[key]["agent_id"] = AGENT_ID
+    return body
+
+
+async def test_newer_event_types_are_acknowledged_and_not_stored(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """transcript_updated, transfer_started and chat_ended as Retell sends them: 204, no row."""
+    for name in (
+        "webhook_transcript_updated__assembled-sdk",
+        "webhook_transfer_started__retell-docs-webhook-overview",
+        "webhook_chat_ended__assembled-sdk",
+    ):
+        response = await send(client, real_body(name))
+        assert response.status_code == 204, (name, response.text)
     assert await db.fetchval("select count(*) from customer_call_logs") == 0
