@@ -1,7 +1,13 @@
 -- The scheduling rules as database functions: one definition of "free" that availability and
 -- booking both use, so the service never offers a slot it then refuses. CONTRACT.md section 4.
+--
+-- Performance (bench/NOTES.md). The planner's estimates for the rx_ functions' queries are rough
+-- (generate_series and jsonb_array_elements count as 1,000 and 100 rows), which made every call
+-- pay for JIT compilation (hundreds of milliseconds) and a fresh plan: they run with jit off, and
+-- those whose plans do not depend on the argument values plan once per session and reuse the
+-- plan (plan_cache_mode = force_generic_plan). rx_check_availability is in 04_availability_cache.
 
-create function weekday_name(d date) returns text
+create or replace function weekday_name(d date) returns text
 language sql immutable as $$
   select (array['sunday', 'monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday'])
          [extract(dow from d)::int + 1]
@@ -10,7 +16,7 @@ $$;
 -- The instant of a local wall-clock reading; a reading that occurs twice (fall back) means its
 -- first occurrence; one that does not exist (spring forward) gives null. One SQL expression,
 -- so that the planner inlines it: free_slots evaluates it several times per candidate.
-create function local_instant(local_ts timestamp, tz text) returns timestamptz
+create or replace function local_instant(local_ts timestamp, tz text) returns timestamptz
 language sql stable as $$
   select case
     when ((local_ts at time zone tz) at time zone tz) <> local_ts then null
@@ -21,9 +27,13 @@ language sql stable as $$
 $$;
 
 -- Whether the business is open at an instant by its business_hours (null: always open).
-create function business_open_at(hours jsonb, tz text, at timestamptz) returns boolean
-language sql stable as $$
-  select hours is null or jsonb_typeof(hours) = 'null' or exists (
+-- PL/pgSQL: as an SQL function, its `exists` subquery kept it from being inlined, so
+-- forward_call (and the inbound webhook) parsed and planned it on every call (~0.2 ms); PL/pgSQL
+-- plans the same expression once per session.
+create or replace function business_open_at(hours jsonb, tz text, at timestamptz) returns boolean
+language plpgsql stable as $$
+begin
+  return hours is null or jsonb_typeof(hours) = 'null' or exists (
     select 1
     from jsonb_array_elements(
       case when jsonb_typeof(hours -> weekday_name((at at time zone tz)::date)) = 'array'
@@ -31,12 +41,13 @@ language sql stable as $$
     ) i
     where time_of((at at time zone tz)::time) >= parse_clock(i ->> 'open')
       and time_of((at at time zone tz)::time) < parse_clock(i ->> 'close')
-  )
+  );
+end
 $$;
 
 -- Rules 2, 3 and the full-day half of 5: each staff member's working windows on each local date,
 -- as offsets from local midnight, split by breaks and cut to business hours.
-create function working_windows(
+create or replace function working_windows(
   p_configuration_id uuid, p_staff_ids uuid[], p_from date, p_to date
 ) returns table (staff_member_id uuid, local_date date, opens interval, closes interval)
 language sql stable as $$
@@ -89,7 +100,7 @@ $$;
 -- the candidates are each window's grid (rule 4); with p_at set, the one local time p_at on each
 -- date, when [p_at, p_at + D) lies inside one window (a booking off the grid). p_ignore leaves
 -- one appointment out of the busy time (the one being moved).
-create function free_slots(
+create or replace function free_slots(
   p_configuration_id uuid,
   p_staff_ids uuid[],
   p_from date,
@@ -178,7 +189,7 @@ language sql stable as $$
 $$;
 
 -- Caller-spoken staff names: case-insensitive, a leading title (Dr, Dr., Doctor) ignored.
-create function normalize_person_name(name text) returns text
+create or replace function normalize_person_name(name text) returns text
 language sql immutable as $$
   select btrim(regexp_replace(
     regexp_replace(lower(btrim(coalesce(name, ''))), '^(dr\.?|doctor)\s+', ''),
@@ -187,7 +198,7 @@ $$;
 
 -- Whether a spoken name names a person, both already normalized: the whole name, or one of
 -- its words (dots ignored).
-create function normalized_name_matches(spoken text, full_name text) returns boolean
+create or replace function normalized_name_matches(spoken text, full_name text) returns boolean
 language sql immutable as $$
   select spoken <> '' and (
     spoken = full_name
@@ -197,7 +208,7 @@ language sql immutable as $$
   )
 $$;
 
-create function name_matches(spoken text, full_name text) returns boolean
+create or replace function name_matches(spoken text, full_name text) returns boolean
 language sql immutable as $$
   select normalized_name_matches(normalize_person_name(spoken), normalize_person_name(full_name))
 $$;
@@ -205,7 +216,7 @@ $$;
 -- The bookable staff members a request names: {"ids": [...], "names": [...]} when it names at
 -- least one, else {"problem": "unknown_staff" | "ambiguous_staff" | "unknown_role",
 -- "choices": [...]}. Another clinic's staff are never among them.
-create function resolve_staff(
+create or replace function resolve_staff(
   p_configuration_id uuid, p_name text, p_staff_id uuid, p_role text
 ) returns jsonb
 language plpgsql stable as $$
@@ -248,7 +259,7 @@ begin
 end
 $$;
 
-create function slot_json(staff_member_id uuid, staff_name text, local_date date,
+create or replace function slot_json(staff_member_id uuid, staff_name text, local_date date,
                           local_time time, starts_at timestamptz) returns jsonb
 language sql stable as $$
   select jsonb_build_object(
@@ -259,7 +270,7 @@ $$;
 -- The active configuration behind a Retell agent id (all fields null when there is none).
 -- PL/pgSQL rather than SQL: its query is planned once per session, where a SQL function that
 -- can't be inlined (this one reads a table) is parsed and planned again on every call.
-create function configuration_for_agent(p_agent_id text) returns agent_configurations
+create or replace function configuration_for_agent(p_agent_id text) returns agent_configurations
 language plpgsql stable as $$
 declare
   found_cfg agent_configurations;
@@ -271,7 +282,7 @@ end
 $$;
 
 -- The call's customer_call_logs row, created when the call's webhook has not arrived yet.
-create function ensure_call_log(cfg agent_configurations, p_call jsonb) returns uuid
+create or replace function ensure_call_log(cfg agent_configurations, p_call jsonb) returns uuid
 language plpgsql as $$
 declare
   log_id uuid;
@@ -307,7 +318,7 @@ $$;
 -- the clinic's today and zone for the sentence; null when the date is fine.
 -- Stable, as jsonb_build_object is: a SQL function declared more constant than its body is never
 -- inlined, and runs as a separately planned statement on every call.
-create function date_problem(p_date date, p_today date, p_timezone text) returns jsonb
+create or replace function date_problem(p_date date, p_today date, p_timezone text) returns jsonb
 language sql stable as $$
   select case
     when p_date < p_today
@@ -317,71 +328,8 @@ language sql stable as $$
   end
 $$;
 
-create function rx_check_availability(
-  p_agent_id text, p_call jsonb, p_args jsonb, p_now timestamptz, p_min_notice integer
-) returns jsonb
-language plpgsql as $$
-declare
-  cfg agent_configurations := configuration_for_agent(p_agent_id);
-  today date;
-  refusal jsonb;
-  first_day date := (p_args ->> 'date')::date;
-  days integer := coalesce((p_args ->> 'days')::int, 1);
-  preference text := coalesce(p_args ->> 'time_preference', 'any');
-  wanted integer := coalesce((p_args ->> 'max_slots')::int, 12);
-  staff jsonb;
-  staff_ids uuid[];
-  slots jsonb := '[]'::jsonb;
-  found jsonb;
-  chunk_from date := first_day;
-  chunk integer := 1;
-begin
-  if cfg.id is null then
-    return jsonb_build_object('problem', 'unknown_agent');
-  end if;
-  perform set_config('TimeZone', cfg.timezone, true);
-  today := (p_now at time zone cfg.timezone)::date;
-  refusal := date_problem(first_day, today, cfg.timezone);
-  if refusal is not null then
-    return refusal;
-  end if;
-  staff := resolve_staff(cfg.id, p_args ->> 'staff_name', (p_args ->> 'staff_member_id')::uuid,
-                         p_args ->> 'staff_role');
-  if staff ? 'problem' then
-    return staff || jsonb_build_object('timezone', cfg.timezone);
-  end if;
-  -- A variable, not a subquery, as free_slots' argument: the planner can then inline it.
-  staff_ids := array(select jsonb_array_elements_text(staff -> 'ids')::uuid);
-  -- Every slot of a date starts before any slot of the next, so the earliest slots of the
-  -- window are found by searching its first day, then the next two, four, ... and stopping
-  -- once there are enough: a month's window costs about what its first days cost.
-  while chunk_from <= first_day + days - 1 and jsonb_array_length(slots) < wanted loop
-    select coalesce(jsonb_agg(slot_json(f.staff_member_id, f.staff_name, f.local_date,
-                                        f.local_time, f.starts_at)
-                              order by f.starts_at, f.staff_name), '[]'::jsonb)
-      into found
-    from (
-      select * from free_slots(
-        cfg.id, staff_ids, chunk_from, least(chunk_from + chunk - 1, first_day + days - 1),
-        (p_args ->> 'duration_minutes')::int, p_now + make_interval(mins => p_min_notice))
-      where preference = 'any'
-         or (preference = 'morning' and local_time < time '12:00')
-         or (preference = 'afternoon' and local_time >= time '12:00' and local_time < time '17:00')
-         or (preference = 'evening' and local_time >= time '17:00')
-      order by starts_at, staff_name
-      limit wanted - jsonb_array_length(slots)
-    ) f;
-    slots := slots || found;
-    chunk_from := chunk_from + chunk;
-    chunk := chunk * 2;
-  end loop;
-  return jsonb_build_object('timezone', cfg.timezone, 'today', today, 'slots', slots,
-                            'staff_names', staff -> 'names');
-end
-$$;
-
 -- Up to three free slots nearest to a wanted instant, within the week from its date.
-create function nearest_slots(
+create or replace function nearest_slots(
   cfg agent_configurations, p_staff_ids uuid[], p_date date, p_wanted timestamptz,
   p_duration integer, p_not_before timestamptz, p_ignore uuid default null
 ) returns jsonb
@@ -398,7 +346,7 @@ language sql stable as $$
 $$;
 
 -- Why a wanted time can't be had with any of the staff: outside their hours, too soon, or taken.
-create function refusal_reason(
+create or replace function refusal_reason(
   cfg agent_configurations, p_staff_ids uuid[], p_date date, p_time time, p_duration integer,
   p_wanted timestamptz, p_not_before timestamptz
 ) returns text
@@ -416,7 +364,7 @@ language sql stable as $$
   end
 $$;
 
-create function appointment_json(a appointments, staff_name text) returns jsonb
+create or replace function appointment_json(a appointments, staff_name text) returns jsonb
 language sql stable as $$
   select jsonb_build_object(
     'appointment_id', a.id, 'date', a.appointment_date,
@@ -429,7 +377,7 @@ $$;
 -- Book into the first named staff member (by name) who is free at the wanted time; the check
 -- then the insert run under the staff members' locks. The call's log row is created only when
 -- the booking is made: a refused request writes nothing.
-create function book_into(
+create or replace function book_into(
   cfg agent_configurations, p_staff jsonb, p_args jsonb, p_call jsonb, p_now timestamptz,
   p_min_notice integer, p_move uuid default null
 ) returns jsonb
@@ -506,10 +454,12 @@ begin
 end
 $$;
 
-create function rx_book_appointment(
+create or replace function rx_book_appointment(
   p_agent_id text, p_call jsonb, p_args jsonb, p_now timestamptz, p_min_notice integer
 ) returns jsonb
-language plpgsql as $$
+language plpgsql
+set jit = off set plan_cache_mode = force_generic_plan
+as $$
 declare
   cfg agent_configurations := configuration_for_agent(p_agent_id);
   today date;
@@ -538,7 +488,7 @@ $$;
 -- The caller's own appointments: booked under the call's number (own_phone, which the service
 -- fills in from the call, never from the caller's words), or under another number only together
 -- with the patient's name (case-insensitive). A web call, with no number, gives both.
-create function caller_appointments(
+create or replace function caller_appointments(
   cfg agent_configurations, p_call jsonb, p_args jsonb
 ) returns setof appointments
 language sql stable as $$
@@ -561,10 +511,12 @@ language sql stable as $$
     )
 $$;
 
-create function rx_find_appointments(
+create or replace function rx_find_appointments(
   p_agent_id text, p_call jsonb, p_args jsonb, p_now timestamptz, p_min_notice integer
 ) returns jsonb
-language plpgsql as $$
+language plpgsql
+set jit = off
+as $$
 declare
   cfg agent_configurations := configuration_for_agent(p_agent_id);
   found jsonb;
@@ -587,7 +539,7 @@ $$;
 
 -- The one appointment a cancel or reschedule names: by id, or by date (and time) among the
 -- caller's upcoming ones. {"appointment": ...} or {"problem": ..., "choices": [...]}.
-create function select_appointment(
+create or replace function select_appointment(
   cfg agent_configurations, p_call jsonb, p_args jsonb, p_now timestamptz, p_lock boolean
 ) returns jsonb
 language plpgsql as $$
@@ -641,10 +593,12 @@ begin
 end
 $$;
 
-create function rx_cancel_appointment(
+create or replace function rx_cancel_appointment(
   p_agent_id text, p_call jsonb, p_args jsonb, p_now timestamptz, p_min_notice integer
 ) returns jsonb
-language plpgsql as $$
+language plpgsql
+set jit = off
+as $$
 declare
   cfg agent_configurations := configuration_for_agent(p_agent_id);
   chosen jsonb;
@@ -676,10 +630,12 @@ begin
 end
 $$;
 
-create function rx_reschedule_appointment(
+create or replace function rx_reschedule_appointment(
   p_agent_id text, p_call jsonb, p_args jsonb, p_now timestamptz, p_min_notice integer
 ) returns jsonb
-language plpgsql as $$
+language plpgsql
+set jit = off set plan_cache_mode = force_generic_plan
+as $$
 declare
   cfg agent_configurations := configuration_for_agent(p_agent_id);
   today date;
@@ -729,10 +685,12 @@ begin
 end
 $$;
 
-create function rx_leave_voicemail(
+create or replace function rx_leave_voicemail(
   p_agent_id text, p_call jsonb, p_args jsonb, p_now timestamptz, p_min_notice integer
 ) returns jsonb
-language plpgsql as $$
+language plpgsql
+set jit = off
+as $$
 declare
   cfg agent_configurations := configuration_for_agent(p_agent_id);
   phone text;
@@ -775,10 +733,12 @@ begin
 end
 $$;
 
-create function rx_forward_call(
+create or replace function rx_forward_call(
   p_agent_id text, p_call jsonb, p_args jsonb, p_now timestamptz, p_min_notice integer
 ) returns jsonb
-language plpgsql as $$
+language plpgsql
+set jit = off
+as $$
 declare
   cfg agent_configurations := configuration_for_agent(p_agent_id);
   reason text;
@@ -808,18 +768,3 @@ begin
     'business_name', cfg.business_name);
 end
 $$;
-
--- Performance (bench/NOTES.md). The planner's estimates for these functions' queries are
--- rough (generate_series and jsonb_array_elements count as 1,000 and 100 rows), which made
--- every call pay for JIT compilation (hundreds of milliseconds) and a fresh plan. Their plans
--- do not depend on the argument values, so each session plans them once and reuses the plan.
-alter function rx_check_availability(text, jsonb, jsonb, timestamptz, integer)
-  set jit = off set plan_cache_mode = force_generic_plan;
-alter function rx_book_appointment(text, jsonb, jsonb, timestamptz, integer)
-  set jit = off set plan_cache_mode = force_generic_plan;
-alter function rx_reschedule_appointment(text, jsonb, jsonb, timestamptz, integer)
-  set jit = off set plan_cache_mode = force_generic_plan;
-alter function rx_find_appointments(text, jsonb, jsonb, timestamptz, integer) set jit = off;
-alter function rx_cancel_appointment(text, jsonb, jsonb, timestamptz, integer) set jit = off;
-alter function rx_leave_voicemail(text, jsonb, jsonb, timestamptz, integer) set jit = off;
-alter function rx_forward_call(text, jsonb, jsonb, timestamptz, integer) set jit = off;

@@ -14,49 +14,11 @@
 -- newer than its data. Deleting instead would race: a day computed just before a booking commits
 -- could be written back just after the booking deleted it.
 --
--- Both tables are unlogged: writing them costs no WAL flush (a check that fills the cache
--- commits without waiting for the disk), and after a crash PostgreSQL empties both together,
--- which only means the days are computed again. Versions come from a sequence, which a crash
--- or a truncate does not rewind, so a version is never reused.
-
-create schema if not exists slot_cache;
-
-create sequence slot_cache.version_seq;
-
-create unlogged table slot_cache.staff_versions (
-  staff_member_id uuid primary key,
-  version bigint not null
-);
-
-create unlogged table slot_cache.days (
-  staff_member_id uuid not null,
-  -- The duration asked for; 0 for the staff member's own default.
-  duration_key integer not null,
-  local_date date not null,
-  -- The staff member's version the slots were computed at (0: never changed since migration).
-  version bigint not null,
-  -- For the order of slots at the same instant (a rename is a new version).
-  staff_name text not null,
-  -- Every free start of the day in order, whatever the notice (rule 7 depends on the time of the
-  -- question, so it is applied when the day is read), with each slot's answer
-  -- already built.
-  local_times time[] not null,
-  starts timestamptz[] not null,
-  answers jsonb[] not null,
-  primary key (staff_member_id, duration_key, local_date)
-)
--- A day's row (a few KB) is kept whole and uncompressed: it is read far more often than written,
--- and decompressing it on every read would cost more than the space saves.
-with (toast_tuple_target = 8160);
-
--- Not in `public`, so not served by Supabase's HTTP API; locked all the same, since the service
--- (the owner) is its only reader.
-alter table slot_cache.staff_versions enable row level security;
-alter table slot_cache.days enable row level security;
+-- The tables (slot_cache.staff_versions, slot_cache.days) are in the baseline.
 
 -- A new version for each of these staff members. PL/pgSQL, so that its statement is planned once
 -- per session (a SQL function called from a trigger is planned again on every call).
-create function slot_cache.touch(p_staff_ids uuid[]) returns void
+create or replace function slot_cache.touch(p_staff_ids uuid[]) returns void
 language plpgsql as $$
 begin
   insert into slot_cache.staff_versions as v (staff_member_id, version)
@@ -69,7 +31,7 @@ $$;
 -- Statement-level triggers: a bulk load of appointments touches each staff member once. They run
 -- as the owner (security definer, with a pinned search_path): a signed-in Supabase user who edits
 -- their own staff's hours must refresh the cache, without any right to the cache itself.
-create function slot_cache.touch_rows() returns trigger
+create or replace function slot_cache.touch_rows() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   -- Each branch reads only the transition tables its event has.
@@ -85,7 +47,7 @@ begin
 end
 $$;
 
-create function slot_cache.forget_everything() returns trigger
+create or replace function slot_cache.forget_everything() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   delete from slot_cache.days;
@@ -96,7 +58,16 @@ $$;
 do $$
 declare
   t text;
+  existing record;
 begin
+  -- Made again from the lists below whenever this file is applied.
+  for existing in
+    select tgname, tgrelid::regclass as on_table from pg_trigger
+    where tgfoid in ('slot_cache.touch_rows()'::regprocedure,
+                     'slot_cache.forget_everything()'::regprocedure)
+  loop
+    execute format('drop trigger %I on %s', existing.tgname, existing.on_table);
+  end loop;
   foreach t in array array['appointments', 'staff_availability', 'staff_time_off'] loop
     execute format('create trigger %I after insert on %I referencing new table as new_rows '
                    'for each statement execute function slot_cache.touch_rows()',
@@ -119,7 +90,7 @@ end
 $$;
 
 -- A staff member's own settings (duration, buffers, bookable, active, clinic).
-create function slot_cache.touch_staff_members() returns trigger
+create or replace function slot_cache.touch_staff_members() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   perform slot_cache.touch(array(select id from old_rows));
@@ -127,15 +98,17 @@ begin
 end
 $$;
 
+drop trigger if exists staff_members_slot_cache_update on staff_members;
 create trigger staff_members_slot_cache_update after update on staff_members
   referencing old table as old_rows
   for each statement execute function slot_cache.touch_staff_members();
+drop trigger if exists staff_members_slot_cache_delete on staff_members;
 create trigger staff_members_slot_cache_delete after delete on staff_members
   referencing old table as old_rows
   for each statement execute function slot_cache.touch_staff_members();
 
 -- The clinic's zone and business hours shape every staff member's days.
-create function slot_cache.touch_clinic() returns trigger
+create or replace function slot_cache.touch_clinic() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   perform slot_cache.touch(array(
@@ -144,6 +117,7 @@ begin
 end
 $$;
 
+drop trigger if exists agent_configurations_slot_cache on agent_configurations;
 create trigger agent_configurations_slot_cache after update of timezone, business_hours
   on agent_configurations
   for each row
@@ -155,7 +129,7 @@ create trigger agent_configurations_slot_cache after update of timezone, busines
 -- are missing or out of date (after a booking, only its staff member's). The insert is one
 -- statement: the versions it stores are read from the snapshot the slots are computed from.
 -- Days before p_today are dropped on the way (nobody can book them).
-create function slot_cache.fill(
+create or replace function slot_cache.fill(
   p_configuration_id uuid, p_staff_ids uuid[], p_from date, p_to date, p_duration integer,
   p_today date
 ) returns void
