@@ -99,20 +99,9 @@ async def empty_database(server_url: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     """A fresh database of this session's own, migrated; dropped at the end."""
-    name = f"svc_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(server_url, name)
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-    finally:
-        await admin.close()
+    async with new_database(server_url, "svc_test") as url:
+        await migrate(url)
+        yield url
 
 
 async def _connect(url: str) -> asyncpg.Connection:
