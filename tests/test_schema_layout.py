@@ -379,3 +379,17 @@ async def test_ledgers_are_hidden_from_supabase_roles(empty_database: str) -> No
         )
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["01_rules.sql", "03_views.sql"], ["1_rules.sql"], ["01-rules.sql"], ["0001_rules.sql"]],
+)
+def test_definition_files_must_be_numbered_without_gaps(tmp_path: Path, names: list[str]) -> None:
+    """Definition files are NN_area.sql numbered 1..N; anything else stops the run first."""
+    folder = tmp_path / "schema" / "definitions"
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_text("select 1;", encoding="utf-8")
+    with pytest.raises(MigrationRefused, match=r"NN_area\.sql|without gaps"):
+        load_definitions(tmp_path / "schema")
