@@ -107,7 +107,7 @@ def _labels(scope: Scope) -> tuple[str, str]:
     name = scope.get("path_params", {}).get("function_name")
     if name is None:
         return endpoint, ""
-    return endpoint, name if name in functions.functions() else "unknown"
+    return endpoint, name if name in functions.FUNCTIONS else "unknown"
 
 
 async def on_service_error(request: Request, exc: Exception) -> Response:

@@ -17,7 +17,6 @@ from service import db
 from service.config import Settings
 from service.errors import ServiceError
 from service.metrics import Metrics
-from service.retell import read_body, signature_is_valid
 
 log = structlog.get_logger(__name__)
 
@@ -110,22 +109,3 @@ class State:
 def state_of(request: Request) -> State:
     state: State = request.app.state.service
     return state
-
-
-async def signed_body(request: Request, limit: int) -> bytes:
-    """The raw body of a /retell/* request, after its size and its signature are checked."""
-    state = state_of(request)
-    raw = await read_body(request, limit)
-    settings = state.settings
-    if settings.insecure_skip_signature_check:
-        return raw
-    key = settings.retell_api_key.get_secret_value() if settings.retell_api_key else ""
-    if not key or not signature_is_valid(
-        raw,
-        request.headers.get("x-retell-signature"),
-        key,
-        tolerance_seconds=settings.signature_tolerance_seconds,
-        now_ms=int(state.clock().timestamp() * 1000),
-    ):
-        raise ServiceError(401, "invalid_signature", "The X-Retell-Signature header is not valid.")
-    return raw

@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import ServiceError, json_response
-from service.retell import parse_object, validation_message
-from service.speech import spoken_date, spoken_list, spoken_time
-from service.state import DATABASE_UNAVAILABLE, signed_body, state_of
+from service.retell import parse_object, signed_body, validation_message
+from service.speech import OpenInterval, Visit, spoken_hours, spoken_list, spoken_slot
+from service.state import DATABASE_UNAVAILABLE, state_of
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +120,33 @@ class InboundEvent(BaseModel):
     call_inbound: InboundCall
 
 
+class NextAppointment(Visit):
+    """The caller's next appointment, as rx_inbound finds it by the calling number."""
+
+    patient_name: str
+
+
+class InboundClinic(BaseModel):
+    """rx_inbound's answer: the clinic as the agent should know it before it answers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    business_name: str | None = None
+    business_phone: str | None = None
+    business_address: str | None = None
+    timezone: str | None = None
+    is_open_now: bool | None = None
+    # None: no business_hours at all (always open); []: closed today.
+    today_hours: list[OpenInterval] | None = None
+    greeting: str | None = None
+    call_script: str | None = None
+    forward_enabled: bool | None = None
+    voicemail_enabled: bool | None = None
+    voicemail_greeting: str | None = None
+    staff_names: list[str] | None = None
+    next_appointment: NextAppointment | None = None
+
+
 CALL_EVENT_SQL = "select rx_call_event($1, $2::text::jsonb)"
 
 
@@ -197,51 +224,30 @@ async def inbound(request: Request) -> Response:
         log.warning("inbound_unknown_agent")
         state.metrics.webhook_event("call_inbound", "unknown_agent")
         return json_response({"call_inbound": {}})
+    variables = dynamic_variables(InboundClinic.model_validate(found))
     state.metrics.webhook_event("call_inbound", "answered")
-    return json_response({"call_inbound": {"dynamic_variables": dynamic_variables(found)}})
+    return json_response({"call_inbound": {"dynamic_variables": variables}})
 
 
-def dynamic_variables(clinic: dict[str, Any]) -> dict[str, str]:
+def dynamic_variables(clinic: InboundClinic) -> dict[str, str]:
     """rx_inbound's answer as Retell's dynamic variables: every one present, every one a string."""
-    appointment = clinic.get("next_appointment")
-    spoken: dict[str, Any] = {
-        **clinic,
-        "is_open_now": _flag(clinic.get("is_open_now")),
-        "forward_enabled": _flag(clinic.get("forward_enabled")),
-        "voicemail_enabled": _flag(clinic.get("voicemail_enabled")),
-        "today_hours": spoken_hours(clinic.get("today_hours")),
-        "staff_names": spoken_list(clinic.get("staff_names") or [], "and"),
+    appointment = clinic.next_appointment
+    spoken: dict[str, object] = {
+        **clinic.model_dump(),
+        "is_open_now": _flag(clinic.is_open_now),
+        "forward_enabled": _flag(clinic.forward_enabled),
+        "voicemail_enabled": _flag(clinic.voicemail_enabled),
+        "today_hours": spoken_hours(clinic.today_hours),
+        "staff_names": spoken_list(clinic.staff_names or [], "and"),
         "caller_name": appointment["patient_name"] if appointment else "",
-        "next_appointment": (
-            f"{spoken_date(appointment['date'])} at {spoken_time(appointment['time'])}"
-            f" with {appointment['staff_name']}"
-            if appointment
-            else ""
-        ),
+        "next_appointment": spoken_slot(appointment) if appointment else "",
     }
     return {name: _text(spoken.get(name)) for name in INBOUND_VARIABLES}
 
 
-def spoken_hours(intervals: list[dict[str, str]] | None) -> str:
-    """[{"open": "08:00", "close": "12:00"}, ...] -> '8:00 AM to 12:00 PM and 1:00 PM to ...'.
-
-    None (no business_hours at all) means always open; [] means closed today.
-    """
-    if intervals is None:
-        return "open 24 hours"
-    if not intervals:
-        return "closed"
-    return spoken_list([f"{_clock(i['open'])} to {_clock(i['close'])}" for i in intervals], "and")
-
-
-def _clock(value: str) -> str:
-    # business_hours may close at 24:00, which is not a time of day.
-    return "midnight" if value.startswith("24:") else spoken_time(value)
-
-
-def _flag(value: Any) -> str:
+def _flag(value: bool | None) -> str:
     return "true" if value is True else "false"
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return "" if value is None else str(value)
