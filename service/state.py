@@ -9,18 +9,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import httpx
 import structlog
 from starlette.requests import Request
 
 from service import db
 from service.config import Settings
-from service.errors import ServiceError
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-# What a dead, unreachable or overloaded database looks like from asyncpg and the pool.
+# What a database the service can't work with looks like from asyncpg and the pool: dead,
+# unreachable or overloaded, dropped, or refusing the service's role. Never the caller's fault:
+# the app answers all of them with one 503.
 DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -34,6 +34,10 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     # requests: the database is unusable as configured, which is not the caller's fault.
     asyncpg.InvalidSQLStatementNameError,
     asyncpg.InvalidCachedStatementError,
+    # The server answers, but the database was dropped or the role can no longer log in.
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
 )
 
 
@@ -52,7 +56,6 @@ class State:
 
     settings: Settings
     pool: db.Pool
-    http: httpx.AsyncClient
     clock: Callable[[], datetime] = field(default=utc_now)
     metrics: Metrics = field(default_factory=Metrics)
     _releasing: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
@@ -60,17 +63,10 @@ class State:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Run one statement on a pooled connection within the service's deadline.
 
-        A database that is down, unreachable, or slower than the deadline is a 503, never a hang.
+        A database that is down, unreachable, or slower than the deadline raises one of
+        DATABASE_UNAVAILABLE (a 503), never a hang.
         """
-        try:
-            return await self.fetchval_within(self.settings.request_deadline_seconds, sql, *args)
-        except DATABASE_UNAVAILABLE as exc:
-            log.warning("database_unavailable", error=type(exc).__name__)
-            raise ServiceError(
-                503,
-                "database_unavailable",
-                "The scheduling database is not answering right now; please try again.",
-            ) from None
+        return await self.fetchval_within(self.settings.request_deadline_seconds, sql, *args)
 
     async def fetchval_within(self, seconds: float, sql: str, *args: Any) -> Any:
         """One statement, waiting for a connection included, all within `seconds`.

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from service.errors import ServiceError, json_response
 from service.retell import parse_object, signed_body, validation_message
 from service.speech import OpenInterval, Visit, spoken_hours, spoken_list, spoken_slot
-from service.state import DATABASE_UNAVAILABLE, state_of
+from service.state import DATABASE_UNAVAILABLE, State, state_of
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +31,6 @@ KNOWN_EVENTS = STORED_EVENTS | {
 # Retell rings the caller while it waits for the inbound answer, and retries for 10 s each; past
 # this the agent starts with its own defaults rather than keep the caller waiting.
 INBOUND_DEADLINE_SECONDS = 0.8
-INBOUND_FAILURES: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
 
 # The dynamic variables every inbound answer carries; "" when one doesn't apply, because Retell
 # speaks an unset variable literally.
@@ -215,11 +214,12 @@ async def inbound(request: Request) -> Response:
         found = await state.fetchval_within(
             INBOUND_DEADLINE_SECONDS, INBOUND_SQL, call.agent_id, call.from_number, state.clock()
         )
-    except INBOUND_FAILURES as error:
-        # Retell's defaults now are better than a caller hearing rings while it retries.
-        log.warning("inbound_fallback", error=type(error).__name__)
-        state.metrics.webhook_event("call_inbound", "fallback")
-        return json_response({"call_inbound": {}})
+    # Retell's defaults now are better than a caller hearing rings while it retries: any
+    # database failure, unavailable or an error, answers with none.
+    except DATABASE_UNAVAILABLE as error:
+        return _inbound_fallback(state, error)
+    except asyncpg.PostgresError as error:
+        return _inbound_fallback(state, error)
     if found is None:
         log.warning("inbound_unknown_agent")
         state.metrics.webhook_event("call_inbound", "unknown_agent")
@@ -227,6 +227,12 @@ async def inbound(request: Request) -> Response:
     variables = dynamic_variables(InboundClinic.model_validate(found))
     state.metrics.webhook_event("call_inbound", "answered")
     return json_response({"call_inbound": {"dynamic_variables": variables}})
+
+
+def _inbound_fallback(state: State, error: BaseException) -> Response:
+    log.warning("inbound_fallback", error=type(error).__name__)
+    state.metrics.webhook_event("call_inbound", "fallback")
+    return json_response({"call_inbound": {}})
 
 
 def dynamic_variables(clinic: InboundClinic) -> dict[str, str]:
