@@ -30,10 +30,13 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
+READY_SQL = "select 1"
+
+
 async def readyz(request: Request) -> Response:
     state = state_of(request)
     try:
-        await state.fetchval_within(state.settings.ready_timeout_seconds, "select 1")
+        await state.fetchval_within(state.settings.ready_timeout_seconds, READY_SQL)
     except TimeoutError:
         return _not_ready("timeout", "The database did not answer within the time limit.")
     except DATABASE_UNAVAILABLE:
