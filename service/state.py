@@ -94,7 +94,7 @@ class State:
         await self._release(conn)
         return value
 
-    async def _release(self, conn: Any) -> None:
+    async def _release(self, conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
         try:
             await self.pool.release(conn, timeout=_RELEASE_TIMEOUT_SECONDS)
         except Exception as exc:

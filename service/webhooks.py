@@ -137,6 +137,17 @@ class InboundClinic(BaseModel):
     next_appointment: NextAppointment | None = None
 
 
+class StoredEvent(BaseModel):
+    """rx_call_event's answer: the call's status now, or why nothing was stored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    problem: str | None = None
+    call_status: str | None = None
+    # True when the call's log already held this very event (a retry).
+    duplicate: bool = False
+
+
 CALL_EVENT_SQL = "select rx_call_event($1, $2::text::jsonb)"
 
 
@@ -163,7 +174,7 @@ async def call_event(request: Request) -> Response:
     try:
         # The exact bytes go to the database (parsed there once): no re-serialising of what can
         # be megabytes of transcript.
-        result = await state.fetchval(CALL_EVENT_SQL, event.event, raw.decode())
+        stored = await state.fetchval(CALL_EVENT_SQL, event.event, raw.decode())
     except asyncpg.CheckViolationError as error:
         raise ServiceError(422, "inconsistent_call", error.args[0]) from None
     except asyncpg.DataError:
@@ -171,16 +182,17 @@ async def call_event(request: Request) -> Response:
         raise ServiceError(
             400, "unstorable_event", "The event holds text the database cannot store."
         ) from None
-    if result.get("problem") == "unknown_agent":
+    result = StoredEvent.model_validate(stored)
+    if result.problem == "unknown_agent":
         # Acknowledged all the same: a retry would meet the same answer.
         log.warning("call_event_unknown_agent")
         state.metrics.webhook_event(event.event, "unknown_agent")
         return Response(status_code=204)
-    if result.get("problem") == "no_call_id":
+    if result.problem == "no_call_id":
         raise ServiceError(400, "malformed_event", "The call has an empty `call_id`.")
-    structlog.contextvars.bind_contextvars(call_status=result.get("call_status"))
+    structlog.contextvars.bind_contextvars(call_status=result.call_status)
     # `duplicate` is counted once rx_call_event reports that it already held this event.
-    state.metrics.webhook_event(event.event, "duplicate" if result.get("duplicate") else "stored")
+    state.metrics.webhook_event(event.event, "duplicate" if result.duplicate else "stored")
     return Response(status_code=204)
 
 
