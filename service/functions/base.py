@@ -60,8 +60,8 @@ class Slot(TypedDict):
     staff_name: str
 
 
-class Appointment(TypedDict):
-    """An appointment, as appointment_json builds it."""
+class ListedAppointment(TypedDict):
+    """An appointment as find_appointments lists it to the agent: without the patient's name."""
 
     appointment_id: str
     date: str
@@ -71,6 +71,11 @@ class Appointment(TypedDict):
     staff_name: str
     appointment_type: str | None
     status: str
+
+
+class Appointment(ListedAppointment):
+    """An appointment, as appointment_json builds it."""
+
     patient_name: str
     duration_minutes: int
 

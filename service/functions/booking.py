@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from pydantic import Field, model_validator
-from typing_extensions import TypedDict
 
 from service.functions.args import (
     Args,
@@ -20,7 +19,15 @@ from service.functions.args import (
     Text,
     normalize_phone,
 )
-from service.functions.base import Appointment, Context, Function, Refusal, Result, Slot
+from service.functions.base import (
+    Appointment,
+    Context,
+    Function,
+    ListedAppointment,
+    Refusal,
+    Result,
+    Slot,
+)
 from service.functions.problems import phone_or_refuse
 from service.speech import spoken_date, spoken_list, spoken_slot, spoken_slots, spoken_time
 
@@ -158,19 +165,6 @@ def _caller_identity(args: CallerArgs, context: Context) -> dict[str, Any]:
     if own_normalized is not None:
         out["own_phone"] = own_normalized
     return out
-
-
-class ListedAppointment(TypedDict):
-    """An appointment as find_appointments lists it: without the patient's name."""
-
-    appointment_id: str
-    date: str
-    time: str
-    start: str
-    staff_member_id: str
-    staff_name: str
-    appointment_type: str | None
-    status: str
 
 
 class Appointments(Result):
