@@ -53,11 +53,12 @@ class Result(BaseModel):
 class Slot(TypedDict):
     """A free slot, as slot_json builds it: ISO date, HH:MM time, the instant and who."""
 
-    start: str
+    # In jsonb's own key order (shortest first), so the answer keeps the database's order.
     date: str
     time: str
-    staff_member_id: str
+    start: str
     staff_name: str
+    staff_member_id: str
 
 
 class ListedAppointment(TypedDict):
