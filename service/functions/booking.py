@@ -117,7 +117,7 @@ _REASONS = {
 def _not_booked(result: Booking, wanted: str) -> dict[str, Any]:
     alternatives = result.alternatives
     reason = result.reason
-    sentence = f"{_REASONS.get(str(reason), 'That time is not available')} {wanted}."
+    sentence = f"{_REASONS.get(reason or '', 'That time is not available')} {wanted}."
     if alternatives:
         sentence += f" The nearest openings are {spoken_slots(alternatives)}."
     else:

@@ -46,7 +46,7 @@ def speak(result: Forwarding, args: ForwardCallArgs, context: Context) -> dict[s
             "message": "I'll put you through to the office now; please hold.",
         }
     reason = result.reason
-    message = _WHY_NOT[str(reason)]
+    message = _WHY_NOT[reason or ""]
     if result.voicemail_enabled:
         message += ", but I can take a message for the team."
     else:
