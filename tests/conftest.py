@@ -148,7 +148,7 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         retell_api_key=API_KEY,  # type: ignore[arg-type]
         log_format="json",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 
