@@ -478,6 +478,18 @@ async def test_no_writer_links_rows_across_clinics(
             tenants.a_call,
             second,
         )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await operator.execute(
+            "update staff_members set agent_configuration_id = $2 where id = $1",
+            a.staff["Dr. Ada Lee"],
+            second,
+        )
+    moved = await operator.execute(
+        "update staff_members set agent_configuration_id = $2 where id = $1",
+        a.staff["Sam Park"],
+        second,
+    )
+    assert moved == "UPDATE 1"
 
 
 # 4. Everything executable by everyone.
@@ -499,6 +511,18 @@ async def test_anon_executes_no_project_function(
         async with request_as(web, "anon"):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await web.execute(sql, *args)
+
+
+async def test_anon_reaches_no_table(operator: asyncpg.Connection) -> None:
+    """The public key holds no privilege on any table of the project (row level security would
+    show it no row; this keeps it from trying)."""
+    granted = await operator.fetch(
+        "select c.relname from pg_class c"
+        " where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'v', 'p')"
+        " and (has_table_privilege('anon', c.oid, 'select, insert, update, delete')"
+        "      or has_table_privilege('anon', c.oid, 'truncate, references, trigger'))"
+    )
+    assert [row["relname"] for row in granted] == []
 
 
 async def test_authenticated_executes_only_what_its_own_writes_need(
