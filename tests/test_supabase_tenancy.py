@@ -21,6 +21,7 @@ import httpx
 import orjson
 import pytest
 
+from service.demo import DEMO_AGENT_ID, load_demo
 from service.migrate import migrate
 from tests.conftest import load_fixture, post_signed
 from tests.factories import Clinic, add_appointment, create_clinic
@@ -301,6 +302,26 @@ async def test_service_role_assigns_agent_ids(
         )
         await web.execute(*new_configuration(tenants.b.user_id, "agent_operator_made"))
         assert await web.fetchval("select count(*) from agent_configs") == 3
+
+
+async def test_demo_clinic_loads_as_the_operator_and_is_its_owners(
+    project: Project, operator: asyncpg.Connection, web: asyncpg.Connection
+) -> None:
+    """`serve --demo`'s loader runs (twice) as Supabase's postgres would, assigning the demo's
+    agent id to its owner, who can then edit the clinic signed in."""
+    for _ in range(2):
+        await load_demo(project.owner_url)
+    owner = await operator.fetchval(
+        "select user_id from agent_configs where agent_id = $1", DEMO_AGENT_ID
+    )
+    assert owner is not None
+    async with request_as(web, "authenticated", owner):
+        edited = await web.execute(
+            "update agent_configurations set greeting_message = 'Brightside Dental, hello!',"
+            " is_active = false"
+        )
+        assert edited == "UPDATE 1"
+        assert await web.execute("update agent_configurations set is_active = true") == "UPDATE 1"
 
 
 # 2. Planting a call log.
