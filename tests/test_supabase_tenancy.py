@@ -20,8 +20,10 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from starlette.applications import Starlette
 
 from service.demo import DEMO_AGENT_ID, load_demo
+from service.metrics import Metrics
 from service.migrate import migrate
 from tests.conftest import load_fixture, post_signed
 from tests.factories import Clinic, add_appointment, create_clinic
@@ -690,3 +692,41 @@ async def test_webhook_stores_no_access_token(
     stored = await db.fetchval("select events::text from customer_call_logs")
     assert "Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6" in stored
     assert ACCESS_TOKEN not in stored
+
+
+async def test_webhook_acknowledges_a_call_held_by_another_clinic(
+    app: Starlette, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """B's call_ended for a call id that A's row holds is answered 204, counted as
+    other_clinic, and changes nothing."""
+    a = await create_clinic(db, agent_id=A_AGENT)
+    b = await create_clinic(db, agent_id=B_AGENT)
+    call_x = "call_b0000000000000000000000004"
+    assert (await post_signed(client, "/retell/webhook", call_event(a, call_x))).status_code == 204
+    before = await record(db, "select * from customer_call_logs")
+    ended = call_event(b, call_x, "call_ended")
+    assert (await post_signed(client, "/retell/webhook", ended)).status_code == 204
+    assert await record(db, "select * from customer_call_logs") == before
+    metrics: Metrics = app.state.metrics
+    counted = metrics.registry.get_sample_value(
+        "webhook_events_total", {"event": "call_ended", "outcome": "other_clinic"}
+    )
+    assert counted == 1
+
+
+async def test_overlong_ids_are_refused_before_the_database(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """A call id over 128 characters gets a 4xx with a JSON reason from the webhook and from a
+    function, and stores nothing."""
+    clinic = await create_clinic(db)
+    long_id = "call_" + "7" * 124
+    event = call_event(clinic, long_id)
+    function = copy.deepcopy(load_fixture("custom_function_leave_voicemail.json"))
+    function["call"].update(call_id=long_id, agent_id=clinic.agent_id)
+    for path, body in (("/retell/webhook", event), ("/retell/functions/leave_voicemail", function)):
+        response = await post_signed(client, path, body)
+        assert response.status_code in (400, 422), (path, response.text)
+        assert "call_id" in response.json()["message"], path
+    assert await db.fetchval("select count(*) from customer_call_logs") == 0
+    assert await db.fetchval("select count(*) from voicemails") == 0
