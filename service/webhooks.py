@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import ServiceError, json_response
-from service.retell import parse_object, signed_body, validation_message
+from service.retell import RetellId, parse_object, signed_body, validation_message
 from service.speech import OpenInterval, Visit, spoken_hours, spoken_list, spoken_slot
 from service.state import DATABASE_UNAVAILABLE, State, state_of
 
@@ -60,8 +60,8 @@ class EventCall(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    call_id: str
-    agent_id: str | None = None
+    call_id: RetellId
+    agent_id: RetellId | None = None
     call_type: str | None = None
     call_status: str | None = None
     direction: str | None = None
