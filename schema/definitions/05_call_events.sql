@@ -101,7 +101,9 @@ $$;
 -- earlier events of the call filled. One statement, so concurrent copies of the same or other
 -- events serialise on the row and each merges into what the previous one committed. Returns
 -- {"call_log_id", "call_status"}, or {"problem": "unknown_agent"} when no active configuration
--- has the call's agent_id (nothing is stored then), or {"problem": "no_call_id"}.
+-- has the call's agent_id (nothing is stored then), or {"problem": "no_call_id"}, or
+-- {"problem": "call_of_another_clinic"} when the call's row belongs to another configuration
+-- (nothing is merged into it).
 create or replace function rx_call_event(p_event text, p_body jsonb) returns jsonb
 language plpgsql as $$
 declare
@@ -111,6 +113,7 @@ declare
   received jsonb := jsonb_build_object(p_event, p_body);
   log_id uuid;
   status text;
+  holder uuid;
 begin
   if cfg.id is null then
     return jsonb_build_object('problem', 'unknown_agent');
@@ -161,11 +164,14 @@ begin
            call_event_fields(m.events) f)
   -- A copy of an event already stored (Retell's retries and duplicates) changes nothing: the
   -- row is derived from the set of events, and that set already holds this one.
-  where not (l.events ? p_event)
+  where not (l.events ? p_event) and l.agent_configuration_id = cfg.id
   returning l.id, l.call_status into log_id, status;
   if log_id is null then
-    select l.id, l.call_status into log_id, status
+    select l.id, l.call_status, l.agent_configuration_id into log_id, status, holder
     from customer_call_logs l where l.retell_call_id = call_id;
+    if holder is distinct from cfg.id then
+      return jsonb_build_object('problem', 'call_of_another_clinic');
+    end if;
     return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', true);
   end if;
   return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', false);
