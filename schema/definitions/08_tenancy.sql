@@ -38,3 +38,97 @@ $$;
 drop trigger if exists agent_configurations_assigned on agent_configurations;
 create trigger agent_configurations_assigned before insert or update on agent_configurations
   for each row execute function agent_configurations_assigned();
+
+-- Whether a call log is one of this configuration's calls, as the writer sees it: for a
+-- signed-in user another clinic's call log is as absent as one that does not exist, so both are
+-- refused alike (before the foreign key could tell them apart).
+create or replace function same_clinic_call_log(p_call_log_id uuid, p_configuration_id uuid)
+returns boolean
+language plpgsql stable as $$
+begin
+  return exists (select 1 from customer_call_logs l
+                 where l.id = p_call_log_id and l.agent_configuration_id = p_configuration_id);
+end
+$$;
+
+-- An appointment's call is one of its staff member's clinic.
+create or replace function appointments_same_clinic() returns trigger
+language plpgsql as $$
+begin
+  if new.call_log_id is not null
+     and (tg_op = 'INSERT' or new.call_log_id is distinct from old.call_log_id
+          or new.staff_member_id is distinct from old.staff_member_id)
+     and not same_clinic_call_log(new.call_log_id, (
+       select s.agent_configuration_id from staff_members s where s.id = new.staff_member_id)) then
+    perform reject('call_log_id must name a call of this clinic');
+  end if;
+  return new;
+end
+$$;
+
+drop trigger if exists appointments_same_clinic on appointments;
+create trigger appointments_same_clinic
+  before insert or update of call_log_id, staff_member_id on appointments
+  for each row execute function appointments_same_clinic();
+
+create or replace function voicemails_same_clinic() returns trigger
+language plpgsql as $$
+begin
+  if new.call_log_id is not null
+     and (tg_op = 'INSERT' or new.call_log_id is distinct from old.call_log_id
+          or new.agent_configuration_id is distinct from old.agent_configuration_id)
+     and not same_clinic_call_log(new.call_log_id, new.agent_configuration_id) then
+    perform reject('call_log_id must name a call of this clinic');
+  end if;
+  return new;
+end
+$$;
+
+drop trigger if exists voicemails_same_clinic on voicemails;
+create trigger voicemails_same_clinic
+  before insert or update of call_log_id, agent_configuration_id on voicemails
+  for each row execute function voicemails_same_clinic();
+
+-- The other direction: a call log, or a staff member, does not move to another clinic while
+-- rows of the first one reference it. (A configuration's deletion sets its call logs'
+-- configuration to null, which moves them nowhere.)
+create or replace function customer_call_logs_same_clinic() returns trigger
+language plpgsql as $$
+begin
+  if new.agent_configuration_id is not null and (
+       exists (select 1 from voicemails v
+               where v.call_log_id = new.id
+                 and v.agent_configuration_id <> new.agent_configuration_id)
+       or exists (select 1 from appointments a join staff_members s on s.id = a.staff_member_id
+                  where a.call_log_id = new.id
+                    and s.agent_configuration_id <> new.agent_configuration_id)) then
+    perform reject('a call log referenced by its clinic''s rows cannot move to another clinic');
+  end if;
+  return new;
+end
+$$;
+
+drop trigger if exists customer_call_logs_same_clinic on customer_call_logs;
+create trigger customer_call_logs_same_clinic
+  before update of agent_configuration_id on customer_call_logs
+  for each row when (new.agent_configuration_id is distinct from old.agent_configuration_id)
+  execute function customer_call_logs_same_clinic();
+
+create or replace function staff_members_same_clinic() returns trigger
+language plpgsql as $$
+begin
+  if exists (select 1 from appointments a join customer_call_logs l on l.id = a.call_log_id
+             where a.staff_member_id = new.id
+               and l.agent_configuration_id is distinct from new.agent_configuration_id) then
+    perform reject('a staff member with appointments from their clinic''s calls cannot move to'
+                   ' another clinic');
+  end if;
+  return new;
+end
+$$;
+
+drop trigger if exists staff_members_same_clinic on staff_members;
+create trigger staff_members_same_clinic
+  before update of agent_configuration_id on staff_members
+  for each row when (new.agent_configuration_id is distinct from old.agent_configuration_id)
+  execute function staff_members_same_clinic();
