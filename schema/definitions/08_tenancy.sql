@@ -132,3 +132,38 @@ create trigger staff_members_same_clinic
   before update of agent_configuration_id on staff_members
   for each row when (new.agent_configuration_id is distinct from old.agent_configuration_id)
   execute function staff_members_same_clinic();
+
+-- Functions run for their owner (the service) only, unless granted below. PostgREST serves
+-- every function of `public` as /rpc/<name>, and Supabase's platform grants execute on each
+-- new one to anon and authenticated, as PostgreSQL does to PUBLIC: both are undone here, for
+-- the functions there are and (default privileges) for those created later. Extensions'
+-- functions are the extensions' own.
+alter default privileges revoke execute on functions from public;
+alter default privileges in schema public revoke execute on functions from anon, authenticated;
+do $$
+declare
+  f regprocedure;
+begin
+  for f in
+    select p.oid::regprocedure from pg_proc p
+    where p.pronamespace in ('public'::regnamespace, 'slot_cache'::regnamespace)
+      and not exists (select 1 from pg_depend d
+                      where d.classid = 'pg_proc'::regclass and d.objid = p.oid
+                        and d.deptype = 'e')
+  loop
+    execute format('revoke execute on function %s from public, anon, authenticated', f);
+  end loop;
+end
+$$;
+
+-- What a signed-in user's own writes need: the helpers their tables' triggers call (trigger
+-- functions themselves need no grant). Nothing that takes a lock, and no rx_ function.
+grant execute on function
+  reject(text), owner_of_configuration(uuid), business_hours_problem(jsonb),
+  script_conditions_problem(jsonb), parse_clock(text), is_e164(text),
+  same_clinic_call_log(uuid, uuid), staff_lock_key(uuid)
+to authenticated;
+
+-- anon, the public key, reaches no table either (row level security already shows it no row).
+revoke all on all tables in schema public from anon;
+alter default privileges in schema public revoke all on tables from anon;
