@@ -57,12 +57,8 @@ AUTH_SCHEMA = [
     f"grant select, insert, delete, truncate, references on auth.users to {OWNER}",
     """
     create function auth.uid() returns uuid language sql stable as $$
-      select nullif(
-        coalesce(
-          nullif(current_setting('request.jwt.claim.sub', true), ''),
-          nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
-        ), ''
-      )::uuid
+      select coalesce(current_setting('request.jwt.claim.sub', true),
+                      (current_setting('request.jwt.claims', true)::jsonb ->> 'sub'))::uuid
     $$
     """,
     "alter function auth.uid() owner to supabase_auth_admin",
@@ -100,11 +96,9 @@ order by 1, 2
 """
 
 
-def with_user(url: str, user: str, database: str | None = None) -> str:
-    """The same server as `url`, logged in as `user` (trust authentication), maybe another db."""
-    parts = httpx.URL(url)
-    path = f"/{database}" if database else parts.path
-    return str(parts.copy_with(username=user, password=None, path=path))
+def with_user(url: str, user: str) -> str:
+    """The same database as `url`, logged in as `user` (the test server trusts local logins)."""
+    return str(httpx.URL(url).copy_with(username=user, password=None))
 
 
 async def ensure_roles(admin: asyncpg.Connection) -> None:
@@ -120,16 +114,17 @@ async def ensure_roles(admin: asyncpg.Connection) -> None:
         await admin.execute("select pg_advisory_unlock($1)", ROLES_LOCK_KEY)
 
 
-async def prepare_database(server_url: str, name: str) -> None:
-    """A new database with Supabase's schema auth, grants and default privileges, unmigrated."""
-    admin = await asyncpg.connect(server_url)
+async def prepare_database(url: str) -> None:
+    """Give a new, empty database Supabase's roles, schema auth, grants and default privileges.
+
+    `url` logs in as a superuser; the database then belongs to OWNER, as a Supabase project's
+    belongs to `postgres`.
+    """
+    conn = await asyncpg.connect(url)
     try:
-        await ensure_roles(admin)
-        await admin.execute(f'create database "{name}" owner {OWNER}')
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(with_user(server_url, httpx.URL(server_url).username, name))
-    try:
+        await ensure_roles(conn)
+        name = await conn.fetchval("select current_database()")
+        await conn.execute(f'alter database "{name}" owner to {OWNER}')
         for statement in (*AUTH_SCHEMA, *PUBLIC_SCHEMA):
             await conn.execute(statement)
     finally:

@@ -9,7 +9,6 @@ claims in `request.jwt.claims`.
 from __future__ import annotations
 
 import copy
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from starlette.applications import Starlette
 from service.demo import DEMO_AGENT_ID, load_demo
 from service.metrics import Metrics
 from service.migrate import migrate
-from tests.conftest import load_fixture, post_signed
+from tests.conftest import APP_TABLES, _connect, load_fixture, new_database, post_signed
 from tests.factories import Clinic, add_appointment, create_clinic
 from tests.supabase import (
     AUTHENTICATOR,
@@ -44,10 +43,6 @@ REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.CheckViolationError)
 WEB_CALL = "webhook_call_analyzed__assembled-docs-web-call.json"
 ACCESS_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJ2aWRlbyI6eyJyb29tSm9p"
 
-APP_TABLES = (
-    "appointments, voicemails, call_scripts, staff_time_off, staff_availability, staff_members,"
-    " customer_call_logs, agent_configs, profiles, agent_configurations, auth.users"
-)
 # The project's own functions (those of its schemas, not an extension's), and who may run them.
 PROJECT_FUNCTIONS = """
 select p.oid::regprocedure::text as name,
@@ -83,39 +78,23 @@ class Project:
 @pytest.fixture(scope="module")
 async def project(server_url: str) -> AsyncIterator[Project]:
     """A database set up as Supabase's platform sets one up, then migrated as its `postgres`."""
-    name = f"svc_supabase_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    await prepare_database(server_url, name)
-    owner_url = with_user(server_url, OWNER, name)
-    conn = await asyncpg.connect(owner_url)
-    try:
-        before = await auth_snapshot(conn)
-    finally:
-        await conn.close()
-    await migrate(owner_url)
-    yield Project(owner_url, with_user(server_url, AUTHENTICATOR, name), before)
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-    finally:
-        await admin.close()
-
-
-async def _connect(url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url)
-    await conn.set_type_codec(
-        "jsonb",
-        encoder=lambda v: orjson.dumps(v).decode(),
-        decoder=orjson.loads,
-        schema="pg_catalog",
-    )
-    return conn
+    async with new_database(server_url, "svc_supabase") as url:
+        await prepare_database(url)
+        owner_url = with_user(url, OWNER)
+        conn = await asyncpg.connect(owner_url)
+        try:
+            before = await auth_snapshot(conn)
+        finally:
+            await conn.close()
+        await migrate(owner_url)
+        yield Project(owner_url, with_user(url, AUTHENTICATOR), before)
 
 
 @pytest.fixture
 async def operator(project: Project) -> AsyncIterator[asyncpg.Connection]:
     """The operator: the role that migrated and owns everything, as the service connects."""
     conn = await _connect(project.owner_url)
-    await conn.execute(f"truncate {APP_TABLES} cascade")
+    await conn.execute(f"truncate {APP_TABLES}, auth.users cascade")
     try:
         yield conn
     finally:
