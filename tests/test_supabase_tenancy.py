@@ -400,8 +400,15 @@ async def test_user_cannot_link_rows_to_another_clinics_call_log(
     operator: asyncpg.Connection, web: asyncpg.Connection, tenants: Tenants
 ) -> None:
     """A's appointment or message pointing at B's call log is refused exactly as one pointing at
-    no call log at all; B can then still delete its call log."""
+    no call log at all, even with the words of B's message on it (the unique index answers
+    nothing); B can then still delete its call log."""
     a = tenants.a
+    await operator.execute(
+        "insert into voicemails (agent_configuration_id, call_log_id, caller_phone, transcript)"
+        " values ($1, $2, '+16175550187', 'Please call me back')",
+        tenants.b.configuration_id,
+        tenants.b_call,
+    )
     own_message = await operator.fetchval(
         "insert into voicemails (agent_configuration_id, caller_phone, transcript)"
         " values ($1, '+16175550187', 'hi') returning id",
@@ -439,6 +446,7 @@ async def test_user_cannot_link_rows_to_another_clinics_call_log(
     assert foreign == missing
     assert [sqlstate for sqlstate, _ in foreign] == ["23514"] * 3
     async with request_as(web, "authenticated", tenants.b.user_id):
+        assert await web.execute("delete from voicemails") == "DELETE 1"
         assert await web.execute("delete from customer_call_logs") == "DELETE 1"
 
 
@@ -515,9 +523,20 @@ async def test_anon_executes_no_project_function(
                 await web.execute(sql, *args)
 
 
-async def test_anon_reaches_no_table(operator: asyncpg.Connection) -> None:
-    """The public key holds no privilege on any table of the project (row level security would
-    show it no row; this keeps it from trying)."""
+async def test_anon_reaches_no_table(
+    operator: asyncpg.Connection, web: asyncpg.Connection, tenants: Tenants
+) -> None:
+    """The public key holds no privilege on any table of the project, so it can neither read a
+    clinic's calls nor plant a call log or an agent id mapping."""
+    for sql, args in (
+        ("select count(*) from customer_call_logs", ()),
+        ("insert into customer_call_logs (retell_call_id) values ($1)", ("call_b000000005",)),
+        ("insert into agent_configs (user_id, agent_id) values ($1, $2)", (tenants.a.user_id, "x")),
+        ("update agent_configurations set agent_id = $1", (tenants.b.agent_id,)),
+    ):
+        async with request_as(web, "anon"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await web.execute(sql, *args)
     granted = await operator.fetch(
         "select c.relname from pg_class c"
         " where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'v', 'p')"
