@@ -308,3 +308,13 @@ async def test_a_withheld_caller_id_gets_the_clinic_without_a_caller(
     found = response.json()["call_inbound"]["dynamic_variables"]
     assert found["business_name"] == "Brightside Dental"
     assert (found["caller_name"], found["next_appointment"]) == ("", "")
+
+
+async def test_forwarding_switched_on_without_a_number_is_not_offered(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clock: Clock
+) -> None:
+    """forward_enabled with no forward_number yet: the agent hears forward_enabled "false"."""
+    clock.now = WEDNESDAY_MORNING
+    clinic = await create_clinic(db, forward_enabled=True, forward_number=None)
+    found = await variables(client, clock, clinic.agent_id)
+    assert found["forward_enabled"] == "false"

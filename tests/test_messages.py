@@ -198,7 +198,8 @@ async def test_forward_when_enabled_and_open(
 
 FORWARD_REFUSAL_CASES: list[tuple[dict[str, Any], datetime, str]] = [
     ({"forward_enabled": False}, WEDNESDAY_10AM, "forwarding_disabled"),
-    ({"legacy_no_number": True}, WEDNESDAY_10AM, "no_forward_number"),
+    # A dashboard saves the toggle before the number is typed.
+    ({"forward_number": None}, WEDNESDAY_10AM, "no_forward_number"),
     ({}, WEDNESDAY_6PM, "outside_business_hours"),
     ({}, datetime(2026, 12, 5, 15, tzinfo=UTC), "outside_business_hours"),  # a Saturday
     ({}, datetime(2026, 12, 2, 22, 0, tzinfo=UTC), "outside_business_hours"),  # 17:00 EST
@@ -210,18 +211,8 @@ async def test_forward_refused_with_a_reason(
 ) -> None:
     """Disabled, numberless or closed: forward false with the reason; the request is logged."""
     for n, (given, now, reason) in enumerate(FORWARD_REFUSAL_CASES):
-        columns = dict(given)
-        legacy = columns.pop("legacy_no_number", False)
         agent_id = f"agent_forward_{n}"
-        clinic = await create_clinic(db, agent_id=agent_id, with_staff=False, **columns)
-        if legacy:
-            # The table's rules refuse forwarding without a number; a row from before them can.
-            await db.execute("set session_replication_role = replica")
-            await db.execute(
-                "update agent_configurations set forward_number = null where id = $1",
-                clinic.configuration_id,
-            )
-            await db.execute("reset session_replication_role")
+        await create_clinic(db, agent_id=agent_id, with_staff=False, **given)
         clock.now = now
         call_id = f"call_fw_{n}"
         result = await call(

@@ -210,16 +210,21 @@ async def test_forward_number_must_be_e164(db: asyncpg.Connection, number: str) 
     )
 
 
-async def test_forward_enabled_needs_number(db: asyncpg.Connection) -> None:
-    """Forwarding cannot be switched on without a number to forward to."""
+@pytest.mark.parametrize("number", [None, "", "  "])
+async def test_forward_enabled_before_the_number_is_typed(
+    db: asyncpg.Connection, number: str | None
+) -> None:
+    """Forwarding may be switched on with no number yet; a blank number is stored as none."""
     user = await create_user(db)
-    await _rejects(
-        db,
+    stored = await db.fetchrow(
         "insert into agent_configurations (user_id, agent_id, agent_name, business_name,"
-        " forward_enabled) values ($1, 'agent_x', 'Ava', 'Clinic', true)",
+        " forward_enabled, forward_number) values ($1, 'agent_x', 'Ava', 'Clinic', true, $2)"
+        " returning forward_enabled, forward_number",
         user,
-        says="forward_number",
+        number,
     )
+    assert stored is not None
+    assert (stored["forward_enabled"], stored["forward_number"]) == (True, None)
 
 
 # --- staff ------------------------------------------------------------------------------------

@@ -159,11 +159,11 @@ begin
   if problem is not null then
     perform reject(problem);
   end if;
+  -- Forwarding may be switched on before the number is typed in (a dashboard saves the toggle
+  -- first): forward_call then answers no_forward_number. A blank number is no number.
+  new.forward_number := nullif(btrim(new.forward_number), '');
   if new.forward_number is not null and not is_e164(new.forward_number) then
     perform reject(format('forward_number must be in E.164 form, like +16175550142'));
-  end if;
-  if new.forward_enabled and new.forward_number is null then
-    perform reject('forward_enabled needs a forward_number');
   end if;
   return new;
 end
