@@ -556,3 +556,59 @@ async def test_a_caller_without_a_number_is_asked_for_one(
     assert result["message"] == "What's the best phone number to reach the patient?"
     assert await db.fetchval("select count(*) from appointments") == 0
     assert await db.fetchval("select count(*) from customer_call_logs") == 0
+
+
+async def test_two_children_at_one_time_in_one_call_get_two_bookings(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """A parent books Lily then Noah at 10:00 with anyone: two rows with two staff members."""
+    lily = await book(client, clock, time="10:00", patient_name="Lily Carter")
+    noah = await book(client, clock, time="10:00", patient_name="Noah Carter")
+    assert lily["booked"] is True
+    assert noah["booked"] is True
+    assert noah["appointment_id"] != lily["appointment_id"]
+    assert noah["staff_name"] != lily["staff_name"]
+    rows = await appointment_rows(db)
+    assert sorted((r["patient_name"], r["appointment_time"]) for r in rows) == [
+        ("Lily Carter", time(10)),
+        ("Noah Carter", time(10)),
+    ]
+    again = await book(client, clock, time="10:00", patient_name="lily carter")
+    assert again["appointment_id"] == lily["appointment_id"]
+    assert len(await appointment_rows(db)) == 2
+
+
+async def test_another_patient_at_a_taken_time_in_the_same_call_hears_taken(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Noah asked for Dr. Lee's 10:00 that Lily just got: taken with alternatives, not hers."""
+    lily = await book(client, clock, time="10:00", staff_name="Dr. Lee", patient_name="Lily Carter")
+    noah = await book(client, clock, time="10:00", staff_name="Dr. Lee", patient_name="Noah Carter")
+    assert lily["booked"] is True
+    assert noah["ok"] is False
+    assert noah["booked"] is False
+    assert noah["reason"] == "taken"
+    assert [s["time"] for s in noah["alternatives"]] == ["09:00", "09:30", "10:30"]
+    assert "appointment_id" not in noah
+    rows = await appointment_rows(db)
+    assert [r["patient_name"] for r in rows] == ["Lily Carter"]
+
+
+async def test_two_children_booked_at_once_get_two_staff_members(
+    roomy_client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Lily's and Noah's 10:00 requests of one call, sent at once: two bookings, two staff."""
+    results = await asyncio.gather(
+        *(
+            book(roomy_client, clock, time="10:00", patient_name=name)
+            for name in ("Lily Carter", "Noah Carter", "Lily Carter", "Noah Carter")
+        )
+    )
+    assert all(r["booked"] for r in results), results
+    by_name = {(r["appointment_id"], r["staff_name"]) for r in results}
+    assert len(by_name) == 2
+    assert results[0]["appointment_id"] == results[2]["appointment_id"]
+    assert results[1]["appointment_id"] == results[3]["appointment_id"]
+    rows = await appointment_rows(db)
+    assert sorted(r["patient_name"] for r in rows) == ["Lily Carter", "Noah Carter"]
+    assert len({r["staff_name"] for r in rows}) == 2

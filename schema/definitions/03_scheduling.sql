@@ -406,12 +406,15 @@ begin
   select l.id into call_log from customer_call_logs l
   where l.retell_call_id = nullif(p_call ->> 'call_id', '') and l.agent_configuration_id = cfg.id;
   if p_move is null and call_log is not null then
-    -- A retry of a booking this call already made answers with that booking, whichever of
-    -- the staff members it went to.
+    -- A retry of a booking this call already made (the same patient at the same time) answers
+    -- with that booking, whichever of the staff members it went to. Another patient at that
+    -- time, a parent's second child, is a booking of their own.
     select a.* into booked from appointments a
     where a.call_log_id = call_log and a.staff_member_id = any(staff_ids)
       and a.appointment_date = wanted_date and a.appointment_time = wanted_time
       and a.status <> 'cancelled'
+      and a.patient_phone = p_args ->> 'patient_phone'
+      and lower(btrim(a.patient_name)) = lower(btrim(p_args ->> 'patient_name'))
     order by a.created_at, a.id
     limit 1;
     if booked.id is not null then
