@@ -612,3 +612,25 @@ async def test_two_children_booked_at_once_get_two_staff_members(
     rows = await appointment_rows(db)
     assert sorted(r["patient_name"] for r in rows) == ["Lily Carter", "Noah Carter"]
     assert len({r["staff_name"] for r in rows}) == 2
+
+
+async def test_a_caller_without_a_number_books_under_the_number_given(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """With withheld caller id the given number is stored, and the call's row holds no number."""
+    result = await call(
+        client,
+        clock,
+        "book_appointment",
+        booking(time="09:00", staff_name="Lee", patient_phone="617 555 0123"),
+        from_number="anonymous",
+        call_id="call_anonymous",
+    )
+    assert result["booked"] is True
+    assert await db.fetchval("select patient_phone from appointments") == "+16175550123"
+    log = await db.fetchrow(
+        "select from_number, to_number from customer_call_logs"
+        " where retell_call_id = 'call_anonymous'"
+    )
+    assert log is not None
+    assert (log["from_number"], log["to_number"]) == (None, "+16175550100")

@@ -427,3 +427,45 @@ async def test_newer_event_types_are_acknowledged_and_not_stored(
         response = await send(client, real_body(name))
         assert response.status_code == 204, (name, response.text)
     assert await db.fetchval("select count(*) from customer_call_logs") == 0
+
+
+async def test_calls_that_never_connected_are_stored(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Real not_connected bodies (no timestamps, 0 ms, SIP-trunk and placeholder numbers)."""
+    for name, reason in [
+        ("webhook_call_ended__mindflow-n8n-494006", "dial_no_answer"),
+        ("webhook_call_analyzed__mindflow-n8n-493679", "invalid_destination"),
+    ]:
+        body = real_body(name)
+        assert (await send(client, body)).status_code == 204, name
+        stored = await row(db, body["call"]["call_id"])
+        assert stored is not None, name
+        assert stored["agent_configuration_id"] == clinic.configuration_id
+        assert (stored["call_status"], stored["duration_ms"]) == ("not_connected", 0)
+        assert (stored["started_at"], stored["ended_at"]) == (None, None)
+        assert stored["disconnection_reason"] == reason
+        assert stored["direction"] == "outbound"
+        # "iatizeia" and the capture's "+55XX9XXXXXXXX" are not phone numbers.
+        assert (stored["from_number"], stored["to_number"]) == (None, None)
+    analyzed = await row(db, "call_8b4ae1c23f55e5126bc4bd42684")
+    assert analyzed is not None
+    assert (analyzed["user_sentiment"], analyzed["call_successful"]) == ("Unknown", False)
+    assert analyzed["in_voicemail"] is None
+
+
+async def test_a_withheld_caller_id_is_stored_as_no_number(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """from_number "anonymous" in call_started and call_ended leaves from_number empty."""
+    for name in (
+        "webhook_call_started__assembled-anonymous-caller",
+        "webhook_call_ended__assembled-real-quirks",
+    ):
+        assert (await send(client, real_body(name))).status_code == 204, name
+    stored = await row(db, "call_d11d12fd64cbf98fbbe819843cd")
+    assert stored is not None
+    assert (stored["from_number"], stored["to_number"]) == (None, "+493033081738")
+    assert (stored["call_status"], stored["duration_ms"]) == ("ended", 99812)
+    assert stored["disconnection_reason"] == "call_transfer"
+    assert set(stored["events"]) == {"call_started", "call_ended"}

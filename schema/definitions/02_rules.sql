@@ -136,6 +136,11 @@ $$;
 create or replace function is_e164(phone text) returns boolean
 language sql immutable as $$ select phone ~ '^\+[1-9][0-9]{6,14}$' $$;
 
+-- A number as a call carries it, when it is a phone number: withheld caller id arrives as
+-- "anonymous", and SIP trunks send "11111" or a user name, none of which is stored as a number.
+create or replace function phone_number_or_null(value text) returns text
+language sql immutable as $$ select case when is_e164(value) then value end $$;
+
 create or replace function agent_configurations_check() returns trigger
 language plpgsql as $$
 declare

@@ -302,7 +302,7 @@ begin
     from_number, to_number, call_status, started_at
   ) values (
     call_id, cfg.id, cfg.user_id, cfg.agent_id, p_call ->> 'call_type', p_call ->> 'direction',
-    nullif(p_call ->> 'from_number', ''), nullif(p_call ->> 'to_number', ''),
+    phone_number_or_null(p_call ->> 'from_number'), phone_number_or_null(p_call ->> 'to_number'),
     coalesce(p_call ->> 'call_status', 'ongoing'),
     case when jsonb_typeof(p_call -> 'start_timestamp') = 'number'
          then to_timestamp((p_call ->> 'start_timestamp')::numeric / 1000) end

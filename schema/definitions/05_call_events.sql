@@ -78,7 +78,8 @@ create or replace function call_event_fields(events jsonb) returns table (
 )
 language sql immutable as $$
   select call_event_text(events, '{call_type}'), call_event_text(events, '{direction}'),
-         call_event_text(events, '{from_number}'), call_event_text(events, '{to_number}'),
+         phone_number_or_null(call_event_text(events, '{from_number}')),
+         phone_number_or_null(call_event_text(events, '{to_number}')),
          epoch_ms_instant(call_event_text(events, '{start_timestamp}')),
          epoch_ms_instant(call_event_text(events, '{end_timestamp}')),
          call_event_text(events, '{duration_ms}')::numeric::bigint,
