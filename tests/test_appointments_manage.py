@@ -456,3 +456,39 @@ async def test_a_caller_without_a_number_must_give_number_and_name(
     )
     assert [a["appointment_id"] for a in result["appointments"]] == [str(mine)]
     assert (await status_of(db, mine))["status"] == "scheduled"
+
+
+async def test_a_retried_reschedule_by_date_answers_its_first_result(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """Retell's retry of a move picked by date and time answers the move, not 'not found'."""
+    mine = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DEC_2, time(10))
+    for args in (
+        {"date": "2026-12-02", "time": "10:00", "new_date": "2026-12-03", "new_time": "11:00"},
+        {"date": "2026-12-03", "new_date": "2026-12-04", "new_time": "09:00"},
+    ):
+        first = await call(client, clock, "reschedule_appointment", args)
+        again = await call(client, clock, "reschedule_appointment", args)
+        assert first["booked"] is True, first
+        assert again == first
+    assert first["appointment_id"] == str(mine)
+    row = await status_of(db, mine)
+    assert (row["appointment_date"], row["appointment_time"]) == (date(2026, 12, 4), time(9))
+    assert await db.fetchval("select count(*) from appointments") == 1
+
+
+async def test_a_move_from_where_the_appointment_was_to_elsewhere_is_not_a_retry(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
+) -> None:
+    """After a move, asking to move the old date to another time finds nothing there."""
+    mine = await add_appointment(db, clinic.staff["Dr. Ada Lee"], DEC_2, time(10))
+    args = {"date": "2026-12-02", "time": "10:00", "new_date": "2026-12-03", "new_time": "11:00"}
+    assert (await call(client, clock, "reschedule_appointment", args))["booked"] is True
+    other = await call(client, clock, "reschedule_appointment", {**args, "new_time": "14:00"})
+    assert other["ok"] is False
+    assert other["reason"] == "appointment_not_found"
+    stranger = await call(client, clock, "reschedule_appointment", args, from_number="+16175550999")
+    assert stranger["ok"] is False
+    assert stranger["reason"] == "appointment_not_found"
+    row = await status_of(db, mine)
+    assert (row["appointment_date"], row["appointment_time"]) == (DEC_3, time(11))

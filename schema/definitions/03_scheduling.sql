@@ -443,7 +443,8 @@ begin
         ) returning * into booked;
       else
         update appointments set staff_member_id = staff_id, appointment_date = wanted_date,
-               appointment_time = wanted_time, duration_minutes = slot.duration_minutes
+               appointment_time = wanted_time, duration_minutes = slot.duration_minutes,
+               rescheduled_from_date = appointment_date, rescheduled_from_time = appointment_time
         where id = p_move
         returning * into booked;
       end if;
@@ -636,6 +637,28 @@ begin
 end
 $$;
 
+-- A retry of a move picked by date (and time), which finds nothing there any more: the caller's
+-- upcoming appointment that was moved from that date and time to the new ones (with the staff
+-- member named, if one is), as appointment_json; null when there is none.
+create or replace function moved_appointment(
+  cfg agent_configurations, p_call jsonb, p_args jsonb, p_now timestamptz
+) returns jsonb
+language sql stable as $$
+  select appointment_json(a, s.staff_name)
+  from caller_appointments(cfg, p_call, p_args) a
+  join staff_members s on s.id = a.staff_member_id
+  where a.status in ('scheduled', 'confirmed') and a.starts_at >= p_now
+    and a.rescheduled_from_date = (p_args ->> 'date')::date
+    and (not p_args ? 'time' or a.rescheduled_from_time = (p_args ->> 'time')::time)
+    and a.appointment_date = (p_args ->> 'new_date')::date
+    and a.appointment_time = (p_args ->> 'new_time')::time
+    and (p_args ->> 'staff_member_id' is null
+         or a.staff_member_id = (p_args ->> 'staff_member_id')::uuid)
+    and (p_args ->> 'staff_name' is null or name_matches(p_args ->> 'staff_name', s.staff_name))
+  order by a.starts_at
+  limit 1
+$$;
+
 create or replace function rx_reschedule_appointment(
   p_agent_id text, p_call jsonb, p_args jsonb, p_now timestamptz, p_min_notice integer
 ) returns jsonb
@@ -650,6 +673,7 @@ declare
   current jsonb;
   staff jsonb;
   move_args jsonb;
+  moved jsonb;
 begin
   if cfg.id is null then
     return jsonb_build_object('problem', 'unknown_agent');
@@ -661,6 +685,13 @@ begin
     return refusal;
   end if;
   chosen := select_appointment(cfg, p_call, p_args, p_now, true);
+  if chosen ->> 'problem' = 'appointment_not_found' and not p_args ? 'appointment_id' then
+    moved := moved_appointment(cfg, p_call, p_args, p_now);
+    if moved is not null then
+      return jsonb_build_object('booked', true, 'replayed', true, 'appointment', moved,
+                                'timezone', cfg.timezone, 'today', today);
+    end if;
+  end if;
   if chosen ? 'problem' then
     return chosen || jsonb_build_object('timezone', cfg.timezone, 'today', today);
   end if;
