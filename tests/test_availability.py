@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import asyncpg
@@ -425,3 +425,95 @@ async def test_fall_back_durations_are_real_minutes(
         "2026-11-01T02:00:00-05:00",
         "2026-11-01T02:30:00-05:00",
     ]
+
+
+# Clock changes, all on Sundays: (zone, date, the wall-clock hour that happens twice (fall back)
+# or not at all (spring forward)).
+FALL_BACK = [
+    ("America/New_York", date(2027, 11, 7), time(1)),
+    ("Europe/Berlin", date(2027, 10, 31), time(2)),
+]
+SPRING_FORWARD = [
+    ("America/New_York", date(2027, 3, 14), time(2)),
+    ("Europe/Berlin", date(2027, 3, 28), time(2)),
+]
+
+
+def days_before(day: date) -> datetime:
+    """Noon UTC four days before `day`: the whole of `day` is bookable, whatever today is."""
+    return datetime(day.year, day.month, day.day, 12, tzinfo=UTC) - timedelta(days=4)
+
+
+async def sunday_staff(
+    conn: asyncpg.Connection, zone: str, start: str, end: str, *, duration: int = 30
+) -> uuid.UUID:
+    """A clinic in `zone` without business hours, one staff member on Sundays start-end."""
+    clinic = await create_clinic(conn, timezone=zone, business_hours=None, with_staff=False)
+    owl = await add_staff(conn, clinic, "Olive Owl", duration=duration)
+    await add_clock_hours(conn, owl, 0, start, end)
+    return owl
+
+
+def hhmm(clock: time) -> str:
+    return clock.strftime("%H:%M")
+
+
+@pytest.mark.parametrize(("zone", "day", "repeated"), FALL_BACK)
+async def test_time_off_over_the_repeated_hour_covers_it(
+    client: httpx.AsyncClient,
+    clock: Clock,
+    db: asyncpg.Connection,
+    zone: str,
+    day: date,
+    repeated: time,
+) -> None:
+    """Time off over the hour that repeats on fall-back day: neither offered nor bookable."""
+    clock.now = days_before(day)
+    owl = await sunday_staff(db, zone, "00:00", "24:00")
+    after = time(repeated.hour + 1)
+    await add_time_off(db, owl, day, day, from_time=repeated, to_time=after)
+    offered = times(await check(client, clock, date=day.isoformat()))
+    half_past = time(repeated.hour, 30)
+    assert hhmm(repeated) not in offered
+    assert hhmm(half_past) not in offered
+    assert {hhmm(time(repeated.hour - 1, 30)), hhmm(after)} <= set(offered)
+    for wanted in (repeated, half_past):
+        result = await call(
+            client,
+            clock,
+            "book_appointment",
+            {"patient_name": "Maria Gonzalez", "date": day.isoformat(), "time": hhmm(wanted)},
+        )
+        assert result["booked"] is False, result
+        assert result["reason"] == "taken"
+    assert await db.fetchval("select count(*) from appointments") == 0
+
+
+@pytest.mark.parametrize(("zone", "day", "skipped"), SPRING_FORWARD)
+async def test_time_off_from_inside_the_skipped_hour_starts_when_the_clock_jumps(
+    client: httpx.AsyncClient,
+    clock: Clock,
+    db: asyncpg.Connection,
+    zone: str,
+    day: date,
+    skipped: time,
+) -> None:
+    """Off 02:30-03:30 on spring-forward day: busy from the jump to 03:30; 03:00 not offered."""
+    clock.now = days_before(day)
+    owl = await sunday_staff(db, zone, "00:00", "24:00")
+    after = time(skipped.hour + 1)
+    await add_time_off(
+        db, owl, day, day, from_time=time(skipped.hour, 30), to_time=time(after.hour, 30)
+    )
+    offered = times(await check(client, clock, date=day.isoformat()))
+    assert hhmm(after) not in offered
+    assert {hhmm(time(skipped.hour - 1, 30)), hhmm(time(after.hour, 30))} <= set(offered)
+    result = await call(
+        client,
+        clock,
+        "book_appointment",
+        {"patient_name": "Maria Gonzalez", "date": day.isoformat(), "time": hhmm(after)},
+    )
+    assert result["booked"] is False
+    assert result["reason"] == "taken"
+    assert hhmm(after) not in [s["time"] for s in result["alternatives"]]

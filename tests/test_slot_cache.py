@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
+from service.migrate import migrate
 from tests.calls import MONDAY_MORNING, WEDNESDAY, call
 from tests.conftest import Clock
 from tests.factories import Clinic, add_appointment
@@ -399,3 +400,23 @@ async def test_stored_days_are_read_by_key_whatever_the_table_held_when_planned(
             assert seq == {"days": 0, "staff_versions": 0}
             assert all(n > 0 for n in by_key.values()), by_key
             raise Rollback  # leave nothing behind
+
+
+async def test_days_remembered_under_replaced_rules_are_forgotten(
+    client: httpx.AsyncClient,
+    clock: Clock,
+    db: asyncpg.Connection,
+    clinic: Clinic,
+    database_url: str,
+) -> None:
+    """Applying the scheduling definitions again empties the remembered days they computed."""
+    assert await lee_times(client, clock) == LEE_WEDNESDAY
+    # A day as older definitions of the rules might have computed it, still current.
+    await db.execute(
+        "update slot_cache.days set local_times = local_times[1:2], starts = starts[1:2],"
+        " answers = answers[1:2]"
+    )
+    assert await lee_times(client, clock) == ["09:00", "09:30"]
+    await db.execute("delete from schema_definitions where file_name = '03_scheduling.sql'")
+    await migrate(database_url)
+    assert await lee_times(client, clock) == LEE_WEDNESDAY

@@ -58,7 +58,10 @@ where p.pronamespace in ('public'::regnamespace, 'slot_cache'::regnamespace)
 # What a signed-in user's own writes need: the helpers their tables' triggers call.
 AUTHENTICATED_MAY_EXECUTE = {
     "business_hours_problem(jsonb)",
+    "clock_jump_past(timestamp without time zone,text)",
     "is_e164(text)",
+    "local_bound(timestamp without time zone,text)",
+    "local_instant(timestamp without time zone,text)",
     "owner_of_configuration(uuid)",
     "parse_clock(text)",
     "reject(text)",

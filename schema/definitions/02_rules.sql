@@ -33,6 +33,42 @@ $$;
 create or replace function time_of(t time) returns interval
 language sql immutable as $$ select t - time '00:00' $$;
 
+-- Local readings become instants by the next three functions, everywhere: slots, working
+-- windows, time off and appointments (here because appointments_guard needs them).
+-- The instant of a local wall-clock reading; a reading that occurs twice (fall back) means its
+-- first occurrence; one that does not exist (spring forward) gives null. One SQL expression,
+-- so that the planner inlines it: free_slots evaluates it several times per candidate.
+create or replace function local_instant(local_ts timestamp, tz text) returns timestamptz
+language sql stable as $$
+  select case
+    when ((local_ts at time zone tz) at time zone tz) <> local_ts then null
+    when (((local_ts at time zone tz) - interval '1 hour') at time zone tz) = local_ts
+      then (local_ts at time zone tz) - interval '1 hour'
+    else local_ts at time zone tz
+  end
+$$;
+
+-- The instant the clocks jump past a local reading that does not exist that day (spring
+-- forward): the first instant whose reading is later. `at time zone` reads such a time with the
+-- offset from before the jump, which puts it after the jump, by less than the gap (under 3
+-- hours in every zone). A function of its own, so that local_instant stays one expression.
+create or replace function clock_jump_past(local_ts timestamp, tz text) returns timestamptz
+language sql stable as $$
+  select min(t)
+  from generate_series((local_ts at time zone tz) - interval '3 hours', local_ts at time zone tz,
+                       interval '1 minute') t
+  where (t at time zone tz) > local_ts
+$$;
+
+-- Where something that begins or ends at a local reading (a working window, time off, an
+-- appointment) begins or ends: the first instant at which the clock reads local_ts or later.
+-- That is local_instant's answer when the reading occurs, and the jump past it when the clocks
+-- skip it (so time off from 02:30 on spring-forward day starts at 03:00, when the clock jumps).
+create or replace function local_bound(local_ts timestamp, tz text) returns timestamptz
+language sql stable as $$
+  select coalesce(local_instant(local_ts, tz), clock_jump_past(local_ts, tz))
+$$;
+
 -- The reason business_hours is malformed, or null when it is well formed (or null).
 create or replace function business_hours_problem(hours jsonb) returns text
 language plpgsql immutable as $$
@@ -328,7 +364,6 @@ create or replace function appointments_guard() returns trigger
 language plpgsql as $$
 declare
   staff record;
-  local_start timestamp;
 begin
   if new.status not in ('scheduled', 'confirmed', 'cancelled', 'completed', 'no_show') then
     perform reject(format('unknown appointment status %L', new.status));
@@ -361,12 +396,7 @@ begin
     perform reject('appointment user_id must match its staff member''s user_id');
   end if;
 
-  local_start := new.appointment_date + new.appointment_time;
-  new.starts_at := local_start at time zone staff.timezone;
-  -- A wall-clock time that occurs twice (fall back) means its first occurrence.
-  if ((new.starts_at - interval '1 hour') at time zone staff.timezone) = local_start then
-    new.starts_at := new.starts_at - interval '1 hour';
-  end if;
+  new.starts_at := local_bound(new.appointment_date + new.appointment_time, staff.timezone);
   new.ends_at := new.starts_at + make_interval(mins => new.duration_minutes);
 
   if new.status <> 'cancelled' then
@@ -531,3 +561,7 @@ create trigger customer_call_logs_updated_at before update on customer_call_logs
 drop trigger if exists profiles_updated_at on profiles;
 create trigger profiles_updated_at before update on profiles
   for each row execute function set_updated_at();
+
+-- The slots slot_cache remembers were computed with the three conversions above as they were:
+-- emptied when this file is applied again, as 03_scheduling does for its own definitions.
+truncate slot_cache.days;

@@ -13,19 +13,6 @@ language sql immutable as $$
          [extract(dow from d)::int + 1]
 $$;
 
--- The instant of a local wall-clock reading; a reading that occurs twice (fall back) means its
--- first occurrence; one that does not exist (spring forward) gives null. One SQL expression,
--- so that the planner inlines it: free_slots evaluates it several times per candidate.
-create or replace function local_instant(local_ts timestamp, tz text) returns timestamptz
-language sql stable as $$
-  select case
-    when ((local_ts at time zone tz) at time zone tz) <> local_ts then null
-    when (((local_ts at time zone tz) - interval '1 hour') at time zone tz) = local_ts
-      then (local_ts at time zone tz) - interval '1 hour'
-    else local_ts at time zone tz
-  end
-$$;
-
 -- Whether the business is open at an instant by its business_hours (null: always open).
 -- PL/pgSQL: as an SQL function, its `exists` subquery kept it from being inlined, so
 -- forward_call (and the inbound webhook) parsed and planned it on every call (~0.2 ms); PL/pgSQL
@@ -131,7 +118,7 @@ language sql stable as $$
   ),
   windows as (
     select w.*, st.staff_name, st.d, st.before_min, st.after_min,
-           local_instant(w.local_date + w.closes, cfg.tz) as window_end
+           local_bound(w.local_date + w.closes, cfg.tz) as window_end
     from working w
     join staff st on st.id = w.staff_member_id, cfg
   ),
@@ -146,6 +133,16 @@ language sql stable as $$
       and a.id is distinct from p_ignore
       and a.starts_at > (p_from - 4)::timestamp at time zone 'UTC'
       and a.starts_at < (p_to + 5)::timestamp at time zone 'UTC'
+  ),
+  -- Rule 5's partial days off as instants, once for each date they cover.
+  time_off as materialized (
+    select t.staff_member_id, d::date as local_date,
+           local_bound(d::date + t.start_time, cfg.tz) as starts_at,
+           local_bound(d::date + t.end_time, cfg.tz) as ends_at
+    from staff_time_off t, cfg,
+         generate_series(greatest(t.start_date, p_from), least(t.end_date, p_to), interval '1 day') d
+    where t.staff_member_id = any(p_staff_ids) and t.is_active and not t.is_full_day
+      and t.start_date <= p_to and t.end_date >= p_from
   ),
   offsets as (
     select w.*, o - w.local_date as local_offset
@@ -165,11 +162,10 @@ language sql stable as $$
   )
   select c.staff_member_id, c.staff_name, c.local_date, (time '00:00' + c.local_offset)::time,
          c.starts_at, c.d
-  from candidates c, cfg
+  from candidates c
   where c.starts_at is not null
     and c.starts_at >= p_not_before
-    and c.starts_at + make_interval(mins => c.d) <= coalesce(c.window_end,
-          (c.local_date + c.closes) at time zone cfg.tz)
+    and c.starts_at + make_interval(mins => c.d) <= c.window_end
     -- Rule 6: buffers on both sides; the bound on starts_at lets the index find the neighbours.
     and not exists (
       select 1 from busy a
@@ -180,11 +176,9 @@ language sql stable as $$
     )
     -- Rule 5, partial days: busy time on the candidate's own date.
     and not exists (
-      select 1 from staff_time_off t
-      where t.staff_member_id = c.staff_member_id and t.is_active and not t.is_full_day
-        and c.local_date between t.start_date and t.end_date
-        and ((c.local_date + t.start_time) at time zone cfg.tz) < c.starts_at + make_interval(mins => c.d)
-        and ((c.local_date + t.end_time) at time zone cfg.tz) > c.starts_at
+      select 1 from time_off t
+      where t.staff_member_id = c.staff_member_id and t.local_date = c.local_date
+        and t.starts_at < c.starts_at + make_interval(mins => c.d) and t.ends_at > c.starts_at
     )
 $$;
 
@@ -456,7 +450,7 @@ begin
     'booked', false,
     'reason', refusal_reason(cfg, staff_ids, wanted_date, wanted_time, duration, wanted, not_before),
     'alternatives', nearest_slots(cfg, staff_ids, wanted_date,
-                                  coalesce(wanted, (wanted_date + wanted_time) at time zone cfg.timezone),
+                                  local_bound(wanted_date + wanted_time, cfg.timezone),
                                   duration, not_before, p_move));
 end
 $$;
@@ -805,3 +799,8 @@ begin
     'business_name', cfg.business_name);
 end
 $$;
+
+-- Days remembered by slot_cache were computed by the definitions above as they were when the
+-- days were stored; when this file is applied again, they may no longer hold. Emptied in the
+-- same transaction as the new definitions: a check waits for it, then computes by them.
+truncate slot_cache.days;

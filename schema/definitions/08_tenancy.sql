@@ -161,6 +161,7 @@ $$;
 grant execute on function
   reject(text), owner_of_configuration(uuid), business_hours_problem(jsonb),
   script_conditions_problem(jsonb), parse_clock(text), is_e164(text),
+  local_instant(timestamp, text), clock_jump_past(timestamp, text), local_bound(timestamp, text),
   same_clinic_call_log(uuid, uuid), staff_lock_key(uuid)
 to authenticated;
 
