@@ -517,3 +517,53 @@ async def test_time_off_from_inside_the_skipped_hour_starts_when_the_clock_jumps
     assert result["booked"] is False
     assert result["reason"] == "taken"
     assert hhmm(after) not in [s["time"] for s in result["alternatives"]]
+
+
+@pytest.mark.parametrize(("zone", "day", "repeated"), FALL_BACK)
+async def test_a_fall_back_window_offers_what_booking_accepts(
+    client: httpx.AsyncClient,
+    clock: Clock,
+    db: asyncpg.Connection,
+    zone: str,
+    day: date,
+    repeated: time,
+) -> None:
+    """A two-hour window over the repeated hour holds three real hours: 150 minutes fit."""
+    clock.now = days_before(day)
+    opens = time(repeated.hour - 1)
+    await sunday_staff(db, zone, hhmm(opens), hhmm(time(repeated.hour + 1)), duration=150)
+    result = await check(client, clock, date=day.isoformat())
+    assert [s["time"] for s in result["slots"]] == [hhmm(opens)]
+    booked = await call(
+        client,
+        clock,
+        "book_appointment",
+        {"patient_name": "Maria Gonzalez", "date": day.isoformat(), "time": hhmm(opens)},
+    )
+    assert booked["booked"] is True
+    assert booked["start"] == result["slots"][0]["start"]
+
+
+@pytest.mark.parametrize(("zone", "day", "skipped"), SPRING_FORWARD)
+async def test_a_spring_forward_window_refuses_what_it_does_not_offer(
+    client: httpx.AsyncClient,
+    clock: Clock,
+    db: asyncpg.Connection,
+    zone: str,
+    day: date,
+    skipped: time,
+) -> None:
+    """Four wall-clock hours over the skipped one hold three real hours: 240 minutes don't fit."""
+    clock.now = days_before(day)
+    opens = time(skipped.hour - 2)
+    await sunday_staff(db, zone, hhmm(opens), hhmm(time(skipped.hour + 2)), duration=240)
+    result = await check(client, clock, date=day.isoformat())
+    assert result["slots"] == []
+    refused = await call(
+        client,
+        clock,
+        "book_appointment",
+        {"patient_name": "Maria Gonzalez", "date": day.isoformat(), "time": hhmm(opens)},
+    )
+    assert refused["booked"] is False
+    assert refused["reason"] == "outside_hours"

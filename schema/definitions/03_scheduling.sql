@@ -144,10 +144,12 @@ language sql stable as $$
     where t.staff_member_id = any(p_staff_ids) and t.is_active and not t.is_full_day
       and t.start_date <= p_to and t.end_date >= p_from
   ),
+  -- The grid runs up to the window's wall-clock end; whether a start fits is decided in real
+  -- minutes below (a window over the hour that repeats, fall back, holds an hour more).
   offsets as (
     select w.*, o - w.local_date as local_offset
     from windows w,
-         generate_series(w.local_date + w.opens, w.local_date + w.closes - make_interval(mins => w.d),
+         generate_series(w.local_date + w.opens, w.local_date + w.closes - interval '1 minute',
                          make_interval(mins => w.d)) o
     where p_at is null
     union all
@@ -354,8 +356,9 @@ language sql stable as $$
     when not exists (
       select 1 from working_windows(cfg.id, p_staff_ids, p_date, p_date) w
       join staff_members s on s.id = w.staff_member_id
-      where time_of(p_time) >= w.opens
-        and time_of(p_time) + make_interval(mins => coalesce(p_duration, s.default_appointment_duration)) <= w.closes
+      where time_of(p_time) >= w.opens and time_of(p_time) < w.closes
+        and p_wanted + make_interval(mins => coalesce(p_duration, s.default_appointment_duration))
+            <= local_bound(p_date + w.closes, cfg.timezone)
     ) then 'outside_hours'
     else 'taken'
   end
