@@ -458,6 +458,14 @@ def hhmm(clock: time) -> str:
     return clock.strftime("%H:%M")
 
 
+async def book_at(
+    client: httpx.AsyncClient, clock: Clock, day: date, at: time, **args: Any
+) -> dict[str, Any]:
+    """Maria Gonzalez's booking on `day` at `at`, with anyone free unless `args` name someone."""
+    wanted = {"patient_name": "Maria Gonzalez", "date": day.isoformat(), "time": hhmm(at), **args}
+    return await call(client, clock, "book_appointment", wanted)
+
+
 @pytest.mark.parametrize(("zone", "day", "repeated"), FALL_BACK)
 async def test_time_off_over_the_repeated_hour_covers_it(
     client: httpx.AsyncClient,
@@ -478,12 +486,7 @@ async def test_time_off_over_the_repeated_hour_covers_it(
     assert hhmm(half_past) not in offered
     assert {hhmm(time(repeated.hour - 1, 30)), hhmm(after)} <= set(offered)
     for wanted in (repeated, half_past):
-        result = await call(
-            client,
-            clock,
-            "book_appointment",
-            {"patient_name": "Maria Gonzalez", "date": day.isoformat(), "time": hhmm(wanted)},
-        )
+        result = await book_at(client, clock, day, wanted)
         assert result["booked"] is False, result
         assert result["reason"] == "taken"
     assert await db.fetchval("select count(*) from appointments") == 0
@@ -508,12 +511,7 @@ async def test_time_off_from_inside_the_skipped_hour_starts_when_the_clock_jumps
     offered = times(await check(client, clock, date=day.isoformat()))
     assert hhmm(after) not in offered
     assert {hhmm(time(skipped.hour - 1, 30)), hhmm(time(after.hour, 30))} <= set(offered)
-    result = await call(
-        client,
-        clock,
-        "book_appointment",
-        {"patient_name": "Maria Gonzalez", "date": day.isoformat(), "time": hhmm(after)},
-    )
+    result = await book_at(client, clock, day, after)
     assert result["booked"] is False
     assert result["reason"] == "taken"
     assert hhmm(after) not in [s["time"] for s in result["alternatives"]]
@@ -534,12 +532,7 @@ async def test_a_fall_back_window_offers_what_booking_accepts(
     await sunday_staff(db, zone, hhmm(opens), hhmm(time(repeated.hour + 1)), duration=150)
     result = await check(client, clock, date=day.isoformat())
     assert [s["time"] for s in result["slots"]] == [hhmm(opens)]
-    booked = await call(
-        client,
-        clock,
-        "book_appointment",
-        {"patient_name": "Maria Gonzalez", "date": day.isoformat(), "time": hhmm(opens)},
-    )
+    booked = await book_at(client, clock, day, opens)
     assert booked["booked"] is True
     assert booked["start"] == result["slots"][0]["start"]
 
@@ -559,12 +552,7 @@ async def test_a_spring_forward_window_refuses_what_it_does_not_offer(
     await sunday_staff(db, zone, hhmm(opens), hhmm(time(skipped.hour + 2)), duration=240)
     result = await check(client, clock, date=day.isoformat())
     assert result["slots"] == []
-    refused = await call(
-        client,
-        clock,
-        "book_appointment",
-        {"patient_name": "Maria Gonzalez", "date": day.isoformat(), "time": hhmm(opens)},
-    )
+    refused = await book_at(client, clock, day, opens)
     assert refused["booked"] is False
     assert refused["reason"] == "outside_hours"
 
@@ -580,16 +568,6 @@ async def test_overlapping_availability_rows_offer_each_slot_once(
     assert times(result) == ["09:00", "09:45", "10:30", "11:15"]
     result = await check(client, clock, staff_name="Rita Moss", duration_minutes=30)
     assert times(result) == ["09:00", "09:30", "10:00", "10:30", "11:00", "11:30"]
-    booked = await call(
-        client,
-        clock,
-        "book_appointment",
-        {
-            "patient_name": "Maria Gonzalez",
-            "date": WEDNESDAY,
-            "time": "10:30",
-            "staff_name": "Moss",
-        },
-    )
+    booked = await book_at(client, clock, date(2026, 12, 2), time(10, 30), staff_name="Moss")
     assert booked["booked"] is True
     assert times(await check(client, clock, staff_name="Rita Moss")) == ["09:00", "09:45", "11:15"]

@@ -48,6 +48,14 @@ async def remembered(db: asyncpg.Connection, staff_id: uuid.UUID) -> list[asyncp
     return rows
 
 
+async def keep_two_slots(db: asyncpg.Connection) -> None:
+    """Every remembered day keeps only its first two slots, at the version it has."""
+    await db.execute(
+        "update slot_cache.days set local_times = local_times[1:2], starts = starts[1:2],"
+        " answers = answers[1:2]"
+    )
+
+
 async def stored_versions(db: asyncpg.Connection) -> dict[uuid.UUID, int]:
     """Each staff member's stored version (one stored day each in the tests that use it)."""
     return {
@@ -67,12 +75,7 @@ async def test_a_checked_day_is_remembered_and_read_back(
     assert [t.strftime("%H:%M") for t in rows[0]["local_times"]] == LEE_WEDNESDAY
 
     # Proof that the row is what answers: keep only its first two slots (same version).
-    await db.execute(
-        "update slot_cache.days set local_times = local_times[1:2], starts = starts[1:2],"
-        " answers = answers[1:2]"
-        " where staff_member_id = $1",
-        lee,
-    )
+    await keep_two_slots(db)
     assert await lee_times(client, clock) == ["09:00", "09:30"]
 
 
@@ -412,10 +415,7 @@ async def test_days_remembered_under_replaced_rules_are_forgotten(
     """Applying the scheduling definitions again empties the remembered days they computed."""
     assert await lee_times(client, clock) == LEE_WEDNESDAY
     # A day as older definitions of the rules might have computed it, still current.
-    await db.execute(
-        "update slot_cache.days set local_times = local_times[1:2], starts = starts[1:2],"
-        " answers = answers[1:2]"
-    )
+    await keep_two_slots(db)
     assert await lee_times(client, clock) == ["09:00", "09:30"]
     await db.execute("delete from schema_definitions where file_name = '03_scheduling.sql'")
     await migrate(database_url)
