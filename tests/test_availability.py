@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -427,30 +428,51 @@ async def test_fall_back_durations_are_real_minutes(
     ]
 
 
-# Clock changes, all on Sundays: (zone, date, the wall-clock hour that happens twice (fall back)
-# or not at all (spring forward)).
+@dataclass(frozen=True)
+class ClockChange:
+    """A Sunday on which the clocks change in `zone`, and the wall-clock hour that happens
+    twice that day (fall back) or not at all (spring forward)."""
+
+    zone: str
+    day: date
+    hour: int
+
+
 FALL_BACK = [
-    ("America/New_York", date(2027, 11, 7), time(1)),
-    ("Europe/Berlin", date(2027, 10, 31), time(2)),
+    ClockChange("America/New_York", date(2027, 11, 7), 1),
+    ClockChange("Europe/Berlin", date(2027, 10, 31), 2),
 ]
 SPRING_FORWARD = [
-    ("America/New_York", date(2027, 3, 14), time(2)),
-    ("Europe/Berlin", date(2027, 3, 28), time(2)),
+    ClockChange("America/New_York", date(2027, 3, 14), 2),
+    ClockChange("Europe/Berlin", date(2027, 3, 28), 2),
 ]
 
 
-def days_before(day: date) -> datetime:
-    """Noon UTC four days before `day`: the whole of `day` is bookable, whatever today is."""
-    return datetime(day.year, day.month, day.day, 12, tzinfo=UTC) - timedelta(days=4)
+def _on_the_day(clock: Clock, change: ClockChange) -> ClockChange:
+    # Noon UTC four days before: the whole day is bookable, whatever today is.
+    clock.now = datetime.combine(change.day, time(12), UTC) - timedelta(days=4)
+    return change
+
+
+@pytest.fixture(params=FALL_BACK, ids=lambda c: c.zone)
+def fall_back(request: pytest.FixtureRequest, clock: Clock) -> ClockChange:
+    """A fall-back day, with the app's clock a few days before it."""
+    return _on_the_day(clock, request.param)
+
+
+@pytest.fixture(params=SPRING_FORWARD, ids=lambda c: c.zone)
+def spring_forward(request: pytest.FixtureRequest, clock: Clock) -> ClockChange:
+    """A spring-forward day, with the app's clock a few days before it."""
+    return _on_the_day(clock, request.param)
 
 
 async def sunday_staff(
-    conn: asyncpg.Connection, zone: str, start: str, end: str, *, duration: int = 30
+    conn: asyncpg.Connection, zone: str, start: time, end: time | str, *, duration: int = 30
 ) -> uuid.UUID:
     """A clinic in `zone` without business hours, one staff member on Sundays start-end."""
     clinic = await create_clinic(conn, timezone=zone, business_hours=None, with_staff=False)
     owl = await add_staff(conn, clinic, "Olive Owl", duration=duration)
-    await add_clock_hours(conn, owl, 0, start, end)
+    await add_clock_hours(conn, owl, 0, hhmm(start), end if isinstance(end, str) else hhmm(end))
     return owl
 
 
@@ -466,70 +488,46 @@ async def book_at(
     return await call(client, clock, "book_appointment", wanted)
 
 
-@pytest.mark.parametrize(("zone", "day", "repeated"), FALL_BACK)
 async def test_time_off_over_the_repeated_hour_covers_it(
-    client: httpx.AsyncClient,
-    clock: Clock,
-    db: asyncpg.Connection,
-    zone: str,
-    day: date,
-    repeated: time,
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, fall_back: ClockChange
 ) -> None:
     """Time off over the hour that repeats on fall-back day: neither offered nor bookable."""
-    clock.now = days_before(day)
-    owl = await sunday_staff(db, zone, "00:00", "24:00")
-    after = time(repeated.hour + 1)
-    await add_time_off(db, owl, day, day, from_time=repeated, to_time=after)
+    day, hour = fall_back.day, fall_back.hour
+    owl = await sunday_staff(db, fall_back.zone, time(0), "24:00")
+    await add_time_off(db, owl, day, day, from_time=time(hour), to_time=time(hour + 1))
     offered = times(await check(client, clock, date=day.isoformat()))
-    half_past = time(repeated.hour, 30)
-    assert hhmm(repeated) not in offered
-    assert hhmm(half_past) not in offered
-    assert {hhmm(time(repeated.hour - 1, 30)), hhmm(after)} <= set(offered)
-    for wanted in (repeated, half_past):
+    assert hhmm(time(hour)) not in offered
+    assert hhmm(time(hour, 30)) not in offered
+    assert {hhmm(time(hour - 1, 30)), hhmm(time(hour + 1))} <= set(offered)
+    for wanted in (time(hour), time(hour, 30)):
         result = await book_at(client, clock, day, wanted)
         assert result["booked"] is False, result
         assert result["reason"] == "taken"
     assert await db.fetchval("select count(*) from appointments") == 0
 
 
-@pytest.mark.parametrize(("zone", "day", "skipped"), SPRING_FORWARD)
 async def test_time_off_from_inside_the_skipped_hour_starts_when_the_clock_jumps(
-    client: httpx.AsyncClient,
-    clock: Clock,
-    db: asyncpg.Connection,
-    zone: str,
-    day: date,
-    skipped: time,
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, spring_forward: ClockChange
 ) -> None:
     """Off 02:30-03:30 on spring-forward day: busy from the jump to 03:30; 03:00 not offered."""
-    clock.now = days_before(day)
-    owl = await sunday_staff(db, zone, "00:00", "24:00")
-    after = time(skipped.hour + 1)
-    await add_time_off(
-        db, owl, day, day, from_time=time(skipped.hour, 30), to_time=time(after.hour, 30)
-    )
+    day, hour = spring_forward.day, spring_forward.hour
+    owl = await sunday_staff(db, spring_forward.zone, time(0), "24:00")
+    await add_time_off(db, owl, day, day, from_time=time(hour, 30), to_time=time(hour + 1, 30))
     offered = times(await check(client, clock, date=day.isoformat()))
-    assert hhmm(after) not in offered
-    assert {hhmm(time(skipped.hour - 1, 30)), hhmm(time(after.hour, 30))} <= set(offered)
-    result = await book_at(client, clock, day, after)
+    assert hhmm(time(hour + 1)) not in offered
+    assert {hhmm(time(hour - 1, 30)), hhmm(time(hour + 1, 30))} <= set(offered)
+    result = await book_at(client, clock, day, time(hour + 1))
     assert result["booked"] is False
     assert result["reason"] == "taken"
-    assert hhmm(after) not in [s["time"] for s in result["alternatives"]]
+    assert hhmm(time(hour + 1)) not in [s["time"] for s in result["alternatives"]]
 
 
-@pytest.mark.parametrize(("zone", "day", "repeated"), FALL_BACK)
 async def test_a_fall_back_window_offers_what_booking_accepts(
-    client: httpx.AsyncClient,
-    clock: Clock,
-    db: asyncpg.Connection,
-    zone: str,
-    day: date,
-    repeated: time,
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, fall_back: ClockChange
 ) -> None:
     """A two-hour window over the repeated hour holds three real hours: 150 minutes fit."""
-    clock.now = days_before(day)
-    opens = time(repeated.hour - 1)
-    await sunday_staff(db, zone, hhmm(opens), hhmm(time(repeated.hour + 1)), duration=150)
+    day, opens = fall_back.day, time(fall_back.hour - 1)
+    await sunday_staff(db, fall_back.zone, opens, time(fall_back.hour + 1), duration=150)
     result = await check(client, clock, date=day.isoformat())
     assert [s["time"] for s in result["slots"]] == [hhmm(opens)]
     booked = await book_at(client, clock, day, opens)
@@ -537,19 +535,12 @@ async def test_a_fall_back_window_offers_what_booking_accepts(
     assert booked["start"] == result["slots"][0]["start"]
 
 
-@pytest.mark.parametrize(("zone", "day", "skipped"), SPRING_FORWARD)
 async def test_a_spring_forward_window_refuses_what_it_does_not_offer(
-    client: httpx.AsyncClient,
-    clock: Clock,
-    db: asyncpg.Connection,
-    zone: str,
-    day: date,
-    skipped: time,
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, spring_forward: ClockChange
 ) -> None:
     """Four wall-clock hours over the skipped one hold three real hours: 240 minutes don't fit."""
-    clock.now = days_before(day)
-    opens = time(skipped.hour - 2)
-    await sunday_staff(db, zone, hhmm(opens), hhmm(time(skipped.hour + 2)), duration=240)
+    day, opens = spring_forward.day, time(spring_forward.hour - 2)
+    await sunday_staff(db, spring_forward.zone, opens, time(spring_forward.hour + 2), duration=240)
     result = await check(client, clock, date=day.isoformat())
     assert result["slots"] == []
     refused = await book_at(client, clock, day, opens)
