@@ -546,19 +546,3 @@ async def test_a_spring_forward_window_refuses_what_it_does_not_offer(
     refused = await book_at(client, clock, day, opens)
     assert refused["booked"] is False
     assert refused["reason"] == "outside_hours"
-
-
-async def test_overlapping_availability_rows_offer_each_slot_once(
-    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection, clinic: Clinic
-) -> None:
-    """Rows 09:00-11:00 and 10:00-12:00 on one Wednesday are one window, 09:00 to 12:00."""
-    moss = await add_staff(db, clinic, "Rita Moss", duration=45)
-    await add_hours(db, moss, [3], time(9), time(11))
-    await add_hours(db, moss, [3], time(10), time(12))
-    result = await check(client, clock, staff_name="Rita Moss")
-    assert times(result) == ["09:00", "09:45", "10:30", "11:15"]
-    result = await check(client, clock, staff_name="Rita Moss", duration_minutes=30)
-    assert times(result) == ["09:00", "09:30", "10:00", "10:30", "11:00", "11:30"]
-    booked = await book_at(client, clock, date(2026, 12, 2), time(10, 30), staff_name="Moss")
-    assert booked["booked"] is True
-    assert times(await check(client, clock, staff_name="Rita Moss")) == ["09:00", "09:45", "11:15"]

@@ -174,3 +174,37 @@ async def test_concurrent_inserts_leave_one_booking(
             start,
         )
         assert rows == 1, f"round {round_}: {rows} rows"
+
+
+async def test_overlapping_availability_written_at_once_keeps_one_row(
+    db: asyncpg.Connection, clinic: Clinic, writers: list[asyncpg.Connection]
+) -> None:
+    """Forty connections adding overlapping Sunday hours for one staff member at once: one row
+    is stored, every other writer is refused with the overlap message."""
+    lee = clinic.staff["Dr. Ada Lee"]
+    gate = asyncio.Event()
+
+    async def one(conn: asyncpg.Connection, i: int) -> BaseException | None:
+        await gate.wait()
+        try:
+            await conn.execute(
+                "insert into staff_availability (staff_member_id, day_of_week, start_time,"
+                " end_time) values ($1, 0, $2, '18:00')",
+                lee,
+                time(9, i % 30),
+            )
+        except asyncpg.PostgresError as error:
+            return error
+        return None
+
+    tasks = [asyncio.ensure_future(one(c, i)) for i, c in enumerate(writers)]
+    await asyncio.sleep(0)
+    gate.set()
+    errors = [e for e in await asyncio.gather(*tasks) if e is not None]
+    assert len(errors) == WRITERS - 1
+    assert all("overlaps another row" in str(e) for e in errors), {str(e) for e in errors}
+    rows = await db.fetchval(
+        "select count(*) from staff_availability where staff_member_id = $1 and day_of_week = 0",
+        lee,
+    )
+    assert rows == 1

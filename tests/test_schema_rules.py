@@ -322,6 +322,44 @@ async def test_impossible_availability_rejected(
     assert await db.fetchval("select count(*) from staff_availability") == before
 
 
+async def test_overlapping_availability_rejected(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """A second active row over part of a staff member's weekday is refused, naming it; rows
+    that touch, other weekdays and inactive rows are not, and activating one that overlaps is."""
+    lee = clinic.staff["Dr. Ada Lee"]  # Monday to Friday 09:00-17:00
+    for start, end in ((time(16), time(18)), (time(8), time(9, 30)), (time(10), time(11))):
+        await _rejects(
+            db,
+            AVAILABILITY,
+            lee,
+            3,
+            start,
+            end,
+            None,
+            None,
+            says=f"availability {start:%H:%M}-{end:%H:%M} overlaps another row",
+        )
+    await db.execute(AVAILABILITY, lee, 3, time(17), time(19), None, None)
+    await db.execute(AVAILABILITY, lee, 6, time(10), time(12), None, None)
+    spare = await db.fetchval(
+        "insert into staff_availability (staff_member_id, day_of_week, start_time, end_time,"
+        " is_active) values ($1, 3, '10:00', '12:00', false) returning id",
+        lee,
+    )
+    await _rejects(
+        db,
+        "update staff_availability set is_active = true where id = $1",
+        spare,
+        says="overlaps another row",
+    )
+    await _rejects(
+        db,
+        "update staff_availability set start_time = '16:30' where staff_member_id = $1"
+        " and day_of_week = 3 and start_time = '17:00'",
+        lee,
+        says="overlaps another row",
+    )
+
+
 async def test_availability_cannot_start_at_2400(db: asyncpg.Connection, clinic: Clinic) -> None:
     """A window starting at 24:00 (the end of the day) is empty and refused."""
     await _rejects(

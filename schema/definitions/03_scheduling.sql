@@ -73,33 +73,14 @@ language sql stable as $$
                 then cfg.business_hours -> weekday_name(days.local_date) else '[]'::jsonb end
          ) i
     where not cfg.unrestricted
-  ),
-  cut as (
-    select w.staff_member_id, w.local_date, w.opens, w.closes
-    from split w, cfg
-    where cfg.unrestricted and w.opens < w.closes
-    union all
-    select w.staff_member_id, w.local_date, greatest(w.opens, h.opens), least(w.closes, h.closes)
-    from split w join hours h on h.local_date = w.local_date, cfg
-    where not cfg.unrestricted and greatest(w.opens, h.opens) < least(w.closes, h.closes)
-  ),
-  -- Overlapping rows of one staff member (09-11 and 10-12) are one window (09-12), so that no
-  -- slot is offered twice: a window begins a new one unless an earlier one runs past its start.
-  reach as (
-    select c.*, max(c.closes) over (partition by c.staff_member_id, c.local_date
-                                    order by c.opens, c.closes
-                                    rows between unbounded preceding and 1 preceding) as earlier
-    from cut c
-  ),
-  numbered as (
-    select r.*, count(*) filter (where r.earlier is null or r.earlier <= r.opens)
-                  over (partition by r.staff_member_id, r.local_date order by r.opens, r.closes
-                        rows unbounded preceding) as window_no
-    from reach r
   )
-  select n.staff_member_id, n.local_date, min(n.opens), max(n.closes)
-  from numbered n
-  group by n.staff_member_id, n.local_date, n.window_no
+  select w.staff_member_id, w.local_date, w.opens, w.closes
+  from split w, cfg
+  where cfg.unrestricted and w.opens < w.closes
+  union all
+  select w.staff_member_id, w.local_date, greatest(w.opens, h.opens), least(w.closes, h.closes)
+  from split w join hours h on h.local_date = w.local_date, cfg
+  where not cfg.unrestricted and greatest(w.opens, h.opens) < least(w.closes, h.closes)
 $$;
 
 -- Rules 1-8: the free slots of the given staff members between two local dates. With p_at null
