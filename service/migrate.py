@@ -10,6 +10,8 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from service.db import connection_arguments
+
 log = structlog.get_logger(__name__)
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
@@ -60,7 +62,7 @@ LOCK_LEDGER = "alter table schema_migrations enable row level security"
 async def migrate(url: str, directory: Path = SCHEMA_DIR) -> list[int]:
     """Apply every pending migration; return the versions applied by this call."""
     migrations = load_migrations(directory)
-    conn = await asyncpg.connect(url, statement_cache_size=0)
+    conn = await asyncpg.connect(**connection_arguments(url, statement_cache_size=0))
     applied_now: list[int] = []
     try:
         # A session-level lock: a second process waits here, then finds nothing left to do.
