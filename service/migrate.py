@@ -109,3 +109,28 @@ async def migrate(url: str, directory: Path = SCHEMA_DIR) -> list[int]:
         await conn.close()
     log.info("migrations_done", applied=len(applied_now), total=len(migrations))
     return applied_now
+
+
+# (file name, version, checksum) of every file this release ships: read once per process.
+_SHIPPED: list[tuple[str, int, str]] = []
+
+
+def _shipped() -> list[tuple[str, int, str]]:
+    if not _SHIPPED:
+        _SHIPPED.extend(
+            (f"{m.version:04d}_{m.name}.sql", m.version, m.checksum) for m in load_migrations()
+        )
+    return _SHIPPED
+
+
+async def pending_changes(conn: asyncpg.Connection) -> list[str]:
+    """Names of the shipped schema files not applied to the database, or changed since they were.
+
+    Empty when the database is up to date; one statement.
+    """
+    try:
+        rows = await conn.fetch("select version, checksum from schema_migrations")
+    except asyncpg.UndefinedTableError:
+        rows = []
+    done = {row["version"]: row["checksum"] for row in rows}
+    return [name for name, version, checksum in _shipped() if done.get(version) != checksum]

@@ -6,10 +6,10 @@ import hashlib
 import hmac
 import re
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.requests import Request
 
 from service.errors import ServiceError
@@ -96,19 +96,25 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
+# Retell's ids are ~30 characters; a unique index can't hold a key past ~2,700 bytes.
+RetellId = Annotated[str, StringConstraints(max_length=200)]
+# Milliseconds since 1970 until the end of year 9999: what both PostgreSQL and Python can hold.
+EpochMs = Annotated[int, Field(ge=0, le=253_402_300_799_999)]
+
+
 class Call(BaseModel):
     """The fields of Retell's call object this service reads; the rest is ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
-    call_id: str | None = None
-    agent_id: str | None = None
+    call_id: RetellId | None = None
+    agent_id: RetellId | None = None
     call_type: str | None = None
     call_status: str | None = None
     direction: str | None = None
     from_number: str | None = None
     to_number: str | None = None
-    start_timestamp: int | None = None
+    start_timestamp: EpochMs | None = None
 
     def for_database(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

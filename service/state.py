@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -20,6 +20,8 @@ from service.metrics import Metrics
 from service.retell import read_body, signature_is_valid
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # What a dead, unreachable or overloaded database looks like from asyncpg and the pool.
 DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -76,10 +78,20 @@ class State:
     async def fetchval_within(self, seconds: float, sql: str, *args: Any) -> Any:
         """One statement, waiting for a connection included, all within `seconds`.
 
-        Raises one of DATABASE_UNAVAILABLE when the database can't answer in time. A connection
-        whose statement failed or timed out is handed back in the background: asyncpg first
-        cancels the statement on the server (so a late commit can't follow a 503), and drops a
-        connection that is broken, so the next request opens a fresh one.
+        Raises one of DATABASE_UNAVAILABLE when the database can't answer in time.
+        """
+        return await self.using_connection(
+            seconds, lambda conn, left: conn.fetchval(sql, *args, timeout=left)
+        )
+
+    async def using_connection(
+        self, seconds: float, work: Callable[[Any, float], Awaitable[T]]
+    ) -> T:
+        """`work(connection, seconds_left)` on a pooled connection, waiting for it included.
+
+        A connection whose work failed or timed out is handed back in the background: asyncpg
+        first cancels the statement on the server (so a late commit can't follow a 503), and
+        drops a connection that is broken, so the next request opens a fresh one.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
@@ -88,7 +100,7 @@ class State:
                 timeout=min(seconds, self.settings.pool_acquire_timeout_seconds)
             )
         try:
-            value = await conn.fetchval(sql, *args, timeout=max(deadline - loop.time(), 0.001))
+            value = await work(conn, max(deadline - loop.time(), 0.001))
         except BaseException:
             task = asyncio.create_task(self._release(conn))
             self._releasing.add(task)

@@ -10,17 +10,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
 import pytest
-from pydantic import ValidationError
 from starlette.applications import Starlette
 
 from service import functions
-from service.config import Settings
+from service.config import ConfigurationError, Settings, load_settings
+from service.migrate import SCHEMA_DIR, migrate
 from service.retell import sign, signature_is_valid
 from tests.conftest import API_KEY, _with_database, post_signed
 from tests.factories import Clinic
@@ -52,7 +53,56 @@ async def test_readyz_reports_database_ok(client: httpx.AsyncClient) -> None:
     """GET /readyz is 200 and names its checks when the database answers."""
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok"}}
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
+
+
+@pytest.fixture
+async def scratch_database(server_url: str) -> AsyncIterator[str]:
+    """An empty database of its own, dropped afterwards."""
+    name = f"svc_scratch_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'create database "{name}"')
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+        await admin.close()
+
+
+def _schema_files() -> list[Path]:
+    return sorted(SCHEMA_DIR.glob("*.sql"))
+
+
+async def test_readyz_503_names_migrations_not_applied(
+    make_app: Callable[..., Starlette], scratch_database: str, tmp_path: Path
+) -> None:
+    """A database whose schema is behind the code (the last migration missing) is not ready; the
+    body names the missing file, and after `migrate` the same app is ready."""
+    files = _schema_files()
+    for path in files[:-1]:
+        (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    await migrate(scratch_database, tmp_path)
+    async with running(make_app(database_url=scratch_database)) as client:
+        behind = await client.get("/readyz")
+        await migrate(scratch_database)
+        caught_up = await client.get("/readyz")
+    assert behind.status_code == 503
+    body = behind.json()
+    assert body["error"] == "not_ready"
+    assert body["checks"] == {"database": "ok", "migrations": "pending"}
+    assert body["pending_migrations"] == [files[-1].name]
+    assert files[-1].name in body["message"]
+    assert caught_up.status_code == 200
+
+
+async def test_readyz_503_on_a_database_never_migrated(
+    make_app: Callable[..., Starlette], scratch_database: str
+) -> None:
+    """On an empty database (no ledger at all) every shipped file is named as missing."""
+    async with running(make_app(database_url=scratch_database)) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["pending_migrations"] == [p.name for p in _schema_files()]
 
 
 async def test_readyz_503_when_database_port_closed(
@@ -111,6 +161,7 @@ async def test_readyz_503_when_database_dropped(
     admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'create database "{name}"')
+        await migrate(_with_database(server_url, name))
         app = make_app(database_url=_with_database(server_url, name))
         async with running(app) as client:
             assert (await client.get("/readyz")).status_code == 200
@@ -149,6 +200,23 @@ async def test_wrong_method_is_json_405(client: httpx.AsyncClient) -> None:
     response = await client.post("/healthz")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/readyz", {"GET", "HEAD"}),
+        ("GET", "/retell/webhook", {"POST"}),
+        ("DELETE", "/retell/functions/check_availability", {"POST"}),
+    ],
+)
+async def test_405_says_which_methods_are_allowed(
+    client: httpx.AsyncClient, method: str, path: str, allowed: set[str]
+) -> None:
+    """A 405 carries the `Allow` header listing the path's methods (RFC 9110)."""
+    response = await client.request(method, path)
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
 
 
 @pytest.fixture
@@ -236,15 +304,73 @@ def test_settings_defaults(clean_environment: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("PORT", "0"), ("PORT", "http"), ("LOG_LEVEL", "LOUD")]
+    ("name", "value", "line"),
+    [
+        ("PORT", "0", "PORT: expected a whole number from 1 to 65535 (got '0')"),
+        ("PORT", "http", "PORT: expected a whole number from 1 to 65535 (got 'http')"),
+        (
+            "LOG_LEVEL",
+            "LOUD",
+            "LOG_LEVEL: expected one of debug, info, warning, error, critical (got 'LOUD')",
+        ),
+        (
+            "REQUEST_DEADLINE_SECONDS",
+            "3s",
+            "REQUEST_DEADLINE_SECONDS: expected a number above 0 and at most 60 (got '3s')",
+        ),
+        (
+            "INSECURE_SKIP_SIGNATURE_CHECK",
+            "maybe",
+            "INSECURE_SKIP_SIGNATURE_CHECK: expected true or false (got 'maybe')",
+        ),
+        ("DATABASE_URL", "mysql://u:hunter2@db/x", "DATABASE_URL: expected a postgresql:// URL"),
+    ],
 )
-def test_settings_refuse_bad_values(
-    clean_environment: pytest.MonkeyPatch, name: str, value: str
+def test_settings_refuse_bad_values_in_one_line(
+    clean_environment: pytest.MonkeyPatch, name: str, value: str, line: str
 ) -> None:
-    """A malformed environment variable stops start-up with a validation error."""
+    """A wrong variable is one line naming it and what it accepts (never a secret it holds)."""
     clean_environment.setenv(name, value)
-    with pytest.raises(ValidationError):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(_env_file=None)
+    assert refused.value.lines == [line]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "expected"),
+    [
+        ("LOG_LEVEL", "warning", "log_level", "WARNING"),
+        ("LOG_LEVEL", "warn", "log_level", "WARNING"),
+        ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        ("LOG_LEVEL", "CRITICAL", "log_level", "CRITICAL"),
+        ("LOG_LEVEL", "Fatal", "log_level", "CRITICAL"),
+        ("LOG_LEVEL", "trace", "log_level", "DEBUG"),
+        ("LOG_FORMAT", "JSON", "log_format", "json"),
+        ("LOG_FORMAT", " Console ", "log_format", "console"),
+        ("PORT", "", "port", 8080),
+        ("MIN_NOTICE_MINUTES", "", "min_notice_minutes", 60),
+        ("REQUEST_DEADLINE_SECONDS", "", "request_deadline_seconds", 3.0),
+        ("DATABASE_URL", "", "database_url", None),
+        ("RETELL_API_KEY", "", "retell_api_key", None),
+        ("RETELL_API_KEY", "   ", "retell_api_key", None),
+    ],
+)
+def test_settings_accept_any_case_aliases_and_empty_values(
+    clean_environment: pytest.MonkeyPatch, name: str, value: str, field: str, expected: object
+) -> None:
+    """Levels and formats in any case, uvicorn's aliases; an empty value is the default."""
+    clean_environment.setenv(name, value)
+    assert getattr(load_settings(_env_file=None), field) == expected
+
+
+def test_command_line_values_are_checked_like_the_environment(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """An override is validated as its variable would be, and named as its option."""
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings({"port": "99999"}, option_names={"port": "--port"}, _env_file=None)
+    assert refused.value.lines == ["--port: expected a whole number from 1 to 65535 (got '99999')"]
+    assert load_settings({"port": "9001"}, _env_file=None).port == 9001
 
 
 def test_env_example_lists_every_setting() -> None:
