@@ -25,6 +25,10 @@ from service.migrate import SCHEMA_DIR, migrate
 from service.retell import sign, signature_is_valid
 from tests.conftest import API_KEY, _with_database, post_signed
 from tests.factories import Clinic
+from tests.test_faults import next_weekday
+
+# A Wednesday two weeks from today: bookable on any day the suite runs.
+DAY = next_weekday().isoformat()
 
 CLOSED_PORT = 18611
 SILENT_PORT = 18612
@@ -170,7 +174,7 @@ async def test_readyz_503_when_database_dropped(
             call = await post_signed(
                 client,
                 "/retell/functions/check_availability",
-                {"call": {"agent_id": "agent_x"}, "args": {"date": "2027-01-06"}},
+                {"call": {"agent_id": "agent_x"}, "args": {"date": DAY}},
             )
     finally:
         await admin.execute(f'drop database if exists "{name}" with (force)')
@@ -240,7 +244,7 @@ async def test_unexpected_error_is_json_500_without_traceback(
     body = {
         "name": "check_availability",
         "call": {"call_id": "call_1", "agent_id": clinic.agent_id},
-        "args": {"date": "2027-01-06"},
+        "args": {"date": DAY},
     }
     async with running(make_app(), raise_errors=False) as client:
         response = await post_signed(client, "/retell/functions/check_availability", body)

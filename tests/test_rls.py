@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from tests.factories import Clinic, add_appointment, add_time_off, create_clinic
+from tests.test_faults import next_weekday
 
 # How each table's rows lead back to their owner, as the table owner (who bypasses RLS) sees it.
 OWNED_IDS = {
@@ -372,8 +373,11 @@ async def test_user_can_insert_own_rows(db: asyncpg.Connection, tenants: Tenants
         await db.execute(
             "insert into appointments (staff_member_id, patient_name, patient_phone,"
             " appointment_date, appointment_time) values ($1, 'Eve', '+16175550100',"
-            " '2027-03-06', '10:00')",
+            " $2, '10:00')",
             staff,
+            # A Saturday (day 6, the staff member's day) ahead of the database's own clock,
+            # which the view compares with.
+            next_weekday(weekday=5),
         )
         await db.execute(
             "insert into voicemails (agent_configuration_id, caller_phone, transcript)"
