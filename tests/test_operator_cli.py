@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -124,6 +125,42 @@ def test_serve_refuses_a_blank_retell_key(tmp_path: Path, database_url: str) -> 
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith("RETELL_API_KEY is not set: serve needs the Retell API key")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "line"),
+    [
+        (
+            "localhost:18090",
+            "--base-url 'localhost:18090' is not a URL like http://HOST:PORT "
+            "(did you mean http://localhost:18090?).",
+        ),
+        (
+            "http://localhost:99999",
+            "--base-url 'http://localhost:99999' is not a URL like http://HOST:PORT "
+            "(port 99999 is out of range).",
+        ),
+        (
+            "http://[::1",
+            "--base-url 'http://[::1' is not a URL like http://HOST:PORT (Invalid port: ':1').",
+        ),
+        (
+            "ftp://clinic.example",
+            "--base-url 'ftp://clinic.example' is not a URL like http://HOST:PORT.",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [["call", "check_availability", "--agent-id", "agent_x"], ["tools"]]
+)
+def test_malformed_base_url_is_one_line(
+    tmp_path: Path, command: list[str], base_url: str, line: str
+) -> None:
+    """`call` and `tools` refuse a --base-url that is not an http(s) URL: one line, exit 2."""
+    result = run_cli(tmp_path, *command, "--base-url", base_url, RETELL_API_KEY=API_KEY)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [line]
+    assert result.stdout == ""
 
 
 # --- the database -----------------------------------------------------------------------------
@@ -267,31 +304,51 @@ def _demo_key(process: ServiceProcess) -> str:
     return (Path(process.env["DATA_DIR"]) / "demo_retell_api_key").read_text().strip()
 
 
+@pytest.fixture
+def embedded_serve(tmp_path: Path) -> Iterator[ServiceProcess]:
+    """Plain `serve` (no demo) with `DATABASE_URL=` blank, as .env.example ships it."""
+    process = ServiceProcess(
+        SERVE_PORT, tmp_path / "serve.log", DATABASE_URL="", DATA_DIR=str(tmp_path / "data")
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        # Stopped, not killed: stopping `serve` stops its embedded PostgreSQL too.
+        process.signal()
+        assert process.process is not None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.process.wait(15)
+        process.kill()
+
+
 @pytest.mark.slow
-async def test_blank_database_url_runs_the_embedded_database_migrated(
-    embedded_demo: ServiceProcess,
+async def test_blank_database_url_serves_the_embedded_database_migrated(
+    embedded_serve: ServiceProcess,
 ) -> None:
-    """`DATABASE_URL=` takes the embedded path: migrated (ready), and functions answer."""
-    key = _demo_key(embedded_demo)
-    day = date.today() + timedelta(days=14)
+    """`DATABASE_URL=` takes the embedded path like unset: migrated (so ready), and a function
+    answers from the schema instead of a 500."""
+    await embedded_serve.wait_ready(within=120)
     body = orjson.dumps(
         {
             "name": "check_availability",
-            "call": {"call_id": "call_demo", "agent_id": DEMO_AGENT_ID},
-            "args": {"date": day.isoformat()},
+            "call": {"call_id": "call_blank_url", "agent_id": "agent_nobody"},
+            "args": {"date": (date.today() + timedelta(days=14)).isoformat()},
         }
     )
-    async with httpx.AsyncClient(base_url=embedded_demo.base_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=embedded_serve.base_url, timeout=10) as client:
         ready = await client.get("/readyz")
         answer = await client.post(
             "/retell/functions/check_availability",
             content=body,
-            headers={"x-retell-signature": sign(body, key)},
+            headers={"x-retell-signature": sign(body, API_KEY)},
         )
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "migrations": "ok"}
-    assert answer.status_code == 200, answer.text
-    assert "ok" in answer.json()
+    # The schema is there: an agent with no clinic is the contract's 404, not a 500.
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"] == "unknown_agent"
+    assert "embedded_postgres_started" in embedded_serve.output()
 
 
 @pytest.mark.slow
