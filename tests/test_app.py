@@ -73,18 +73,22 @@ async def scratch_database(server_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-def _schema_files() -> list[Path]:
-    return sorted(SCHEMA_DIR.glob("*.sql"))
+def _shipped() -> list[str]:
+    """Every file of schema/ that migrate applies, named as /readyz names them."""
+    versioned = [p.name for p in sorted(SCHEMA_DIR.glob("*.sql"))]
+    definitions = [f"definitions/{p.name}" for p in sorted(SCHEMA_DIR.glob("definitions/*.sql"))]
+    return versioned + definitions
 
 
-async def test_readyz_503_names_migrations_not_applied(
+async def test_readyz_503_names_schema_files_not_applied(
     make_app: Callable[..., Starlette], scratch_database: str, tmp_path: Path
 ) -> None:
-    """A database whose schema is behind the code (the last migration missing) is not ready; the
-    body names the missing file, and after `migrate` the same app is ready."""
-    files = _schema_files()
-    for path in files[:-1]:
-        (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    """A database whose schema is behind the code (a release that shipped one more file than was
+    applied) is not ready; the body names the missing file; after `migrate` the app is ready."""
+    *applied, missing = _shipped()
+    for name in applied:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text((SCHEMA_DIR / name).read_text(encoding="utf-8"))
     await migrate(scratch_database, tmp_path)
     async with running(make_app(database_url=scratch_database)) as client:
         behind = await client.get("/readyz")
@@ -94,8 +98,8 @@ async def test_readyz_503_names_migrations_not_applied(
     body = behind.json()
     assert body["error"] == "not_ready"
     assert body["checks"] == {"database": "ok", "migrations": "pending"}
-    assert body["pending_migrations"] == [files[-1].name]
-    assert files[-1].name in body["message"]
+    assert body["pending_migrations"] == [missing]
+    assert missing in body["message"]
     assert caught_up.status_code == 200
 
 
@@ -106,7 +110,7 @@ async def test_readyz_503_on_a_database_never_migrated(
     async with running(make_app(database_url=scratch_database)) as client:
         response = await client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["pending_migrations"] == [p.name for p in _schema_files()]
+    assert response.json()["pending_migrations"] == _shipped()
 
 
 async def test_readyz_503_when_database_port_closed(
@@ -230,9 +234,9 @@ def exploding_speak(monkeypatch: pytest.MonkeyPatch) -> None:
     def explode(*args: Any) -> dict[str, Any]:
         raise RuntimeError("secret-internal-detail")
 
-    function = functions.functions()["check_availability"]
+    function = functions.FUNCTIONS["check_availability"]
     monkeypatch.setitem(
-        functions.functions(), "check_availability", dataclasses.replace(function, speak=explode)
+        functions.FUNCTIONS, "check_availability", dataclasses.replace(function, speak=explode)
     )
 
 
@@ -283,7 +287,7 @@ def test_settings_read_from_environment(clean_environment: pytest.MonkeyPatch) -
     }
     for name, value in env.items():
         clean_environment.setenv(name, value)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.database_url == env["DATABASE_URL"]
     assert settings.retell_api_key is not None
     assert settings.retell_api_key.get_secret_value() == "key_from_env"
@@ -298,7 +302,7 @@ def test_settings_read_from_environment(clean_environment: pytest.MonkeyPatch) -
 
 def test_settings_defaults(clean_environment: pytest.MonkeyPatch) -> None:
     """Unset, the service listens on 127.0.0.1:8080, checks signatures and uses the embedded DB."""
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
     assert settings.database_url is None
     assert settings.retell_api_key is None

@@ -534,11 +534,13 @@ async def failing_function(
         end $$
         """
     )
-    function = functions.functions()["forward_call"]
+    function = functions.FUNCTIONS["forward_call"]
     monkeypatch.setitem(
-        functions.functions(),
+        functions.FUNCTIONS,
         "forward_call",
-        dataclasses.replace(function, database_function="test_refuses_value"),
+        dataclasses.replace(
+            function, sql="select test_refuses_value($1, $2::jsonb, $3::jsonb, $4, $5)"
+        ),
     )
     yield "forward_call"
     await db.execute("drop function test_refuses_value")

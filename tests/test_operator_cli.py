@@ -34,6 +34,7 @@ CLOSED_PORT = 18613
 SERVE_PORT = 18331
 DEMO_PORT = 18332
 SHIPPED = sorted(p.name for p in SCHEMA_DIR.glob("*.sql"))
+DEFINITIONS = sorted(p.name for p in SCHEMA_DIR.glob("definitions/*.sql"))
 
 
 def run_cli(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -188,9 +189,10 @@ async def test_migrate_accepts_the_urls_serve_accepts(tmp_path: Path, empty_data
     conn = await asyncpg.connect(empty_database)
     try:
         applied = await conn.fetchval("select count(*) from schema_migrations")
+        defined = await conn.fetchval("select count(*) from schema_definitions")
     finally:
         await conn.close()
-    assert applied == len(SHIPPED)
+    assert (applied, defined) == (len(SHIPPED), len(DEFINITIONS))
 
 
 def test_migrate_with_the_database_down_is_one_line(tmp_path: Path) -> None:

@@ -79,9 +79,9 @@ def exploding_speak(monkeypatch: pytest.MonkeyPatch) -> None:
     def explode(*args: Any) -> dict[str, Any]:
         raise RuntimeError("speak-exploded")
 
-    function = functions.functions()["check_availability"]
+    function = functions.FUNCTIONS["check_availability"]
     monkeypatch.setitem(
-        functions.functions(), "check_availability", dataclasses.replace(function, speak=explode)
+        functions.FUNCTIONS, "check_availability", dataclasses.replace(function, speak=explode)
     )
 
 
