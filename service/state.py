@@ -61,6 +61,8 @@ class State:
     clock: Callable[[], datetime] = field(default=utc_now)
     metrics: Metrics = field(default_factory=Metrics)
     _releasing: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    # Until when (time.monotonic()) /readyz takes the schema as complete without asking again.
+    schema_current_until: float = 0.0
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Run one statement on a pooled connection within the service's deadline.

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
+from service import app as app_module
 from service import functions
 from service.config import ConfigurationError, Settings, load_settings
 from service.migrate import SCHEMA_DIR, migrate
@@ -60,19 +61,6 @@ async def test_readyz_reports_database_ok(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
 
 
-@pytest.fixture
-async def scratch_database(server_url: str) -> AsyncIterator[str]:
-    """An empty database of its own, dropped afterwards."""
-    name = f"svc_scratch_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'create database "{name}"')
-    try:
-        yield _with_database(server_url, name)
-    finally:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-        await admin.close()
-
-
 def _shipped() -> list[str]:
     """Every file of schema/ that migrate applies, named as /readyz names them."""
     versioned = [p.name for p in sorted(SCHEMA_DIR.glob("*.sql"))]
@@ -81,7 +69,7 @@ def _shipped() -> list[str]:
 
 
 async def test_readyz_503_names_schema_files_not_applied(
-    make_app: Callable[..., Starlette], scratch_database: str, tmp_path: Path
+    make_app: Callable[..., Starlette], empty_database: str, tmp_path: Path
 ) -> None:
     """A database whose schema is behind the code (a release that shipped one more file than was
     applied) is not ready; the body names the missing file; after `migrate` the app is ready."""
@@ -89,10 +77,10 @@ async def test_readyz_503_names_schema_files_not_applied(
     for name in applied:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text((SCHEMA_DIR / name).read_text(encoding="utf-8"))
-    await migrate(scratch_database, tmp_path)
-    async with running(make_app(database_url=scratch_database)) as client:
+    await migrate(empty_database, tmp_path)
+    async with running(make_app(database_url=empty_database)) as client:
         behind = await client.get("/readyz")
-        await migrate(scratch_database)
+        await migrate(empty_database)
         caught_up = await client.get("/readyz")
     assert behind.status_code == 503
     body = behind.json()
@@ -103,11 +91,34 @@ async def test_readyz_503_names_schema_files_not_applied(
     assert caught_up.status_code == 200
 
 
+async def test_readyz_checks_the_schema_again_after_its_recheck_interval(
+    make_app: Callable[..., Starlette], empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema found complete is checked again once SCHEMA_RECHECK_SECONDS have passed: a
+    ledger that loses a file (a restored backup) makes /readyz 503 again."""
+    await migrate(empty_database)
+    monkeypatch.setattr(app_module, "SCHEMA_RECHECK_SECONDS", 0.0)
+    name = _shipped()[-1]
+    async with running(make_app(database_url=empty_database)) as client:
+        ready = await client.get("/readyz")
+        conn = await asyncpg.connect(empty_database)
+        try:
+            await conn.execute(
+                "delete from schema_definitions where file_name = $1", name.split("/")[-1]
+            )
+        finally:
+            await conn.close()
+        behind = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert behind.status_code == 503
+    assert behind.json()["pending_migrations"] == [name]
+
+
 async def test_readyz_503_on_a_database_never_migrated(
-    make_app: Callable[..., Starlette], scratch_database: str
+    make_app: Callable[..., Starlette], empty_database: str
 ) -> None:
     """On an empty database (no ledger at all) every shipped file is named as missing."""
-    async with running(make_app(database_url=scratch_database)) as client:
+    async with running(make_app(database_url=empty_database)) as client:
         response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["pending_migrations"] == _shipped()

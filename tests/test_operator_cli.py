@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ from service.config import Settings
 from service.demo import DEMO_AGENT_ID
 from service.migrate import SCHEMA_DIR
 from service.retell import sign
-from tests.conftest import API_KEY, _with_database
+from tests.conftest import API_KEY
 from tests.service_process import REPO, ServiceProcess, local_http
 from tests.test_app import silent_server
 
@@ -165,19 +164,6 @@ def test_malformed_base_url_is_one_line(
 
 
 # --- the database -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def empty_database(server_url: str) -> AsyncIterator[str]:
-    """A new, empty database; dropped afterwards."""
-    name = f"svc_cli_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'create database "{name}"')
-    try:
-        yield _with_database(server_url, name)
-    finally:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-        await admin.close()
 
 
 async def test_migrate_accepts_the_urls_serve_accepts(tmp_path: Path, empty_database: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date, timedelta
@@ -15,13 +14,14 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from service import functions
 from service.retell import sign
 from tests.conftest import API_KEY
 from tests.factories import Clinic
+from tests.test_app import exploding_speak
 
 PORT = 18350
 Lines = Callable[[], list[dict[str, Any]]]
+__all__ = ["exploding_speak"]
 
 
 @asynccontextmanager
@@ -72,19 +72,6 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     return int(status_line.split()[1]), headers, body
 
 
-@pytest.fixture
-def exploding_speak(monkeypatch: pytest.MonkeyPatch) -> None:
-    """check_availability's speak raises an unexpected error."""
-
-    def explode(*args: Any) -> dict[str, Any]:
-        raise RuntimeError("speak-exploded")
-
-    function = functions.FUNCTIONS["check_availability"]
-    monkeypatch.setitem(
-        functions.FUNCTIONS, "check_availability", dataclasses.replace(function, speak=explode)
-    )
-
-
 @pytest.mark.usefixtures("exploding_speak")
 async def test_unexpected_error_is_logged_once_and_keeps_the_connection(
     make_app: Callable[..., Starlette], clinic: Clinic, json_logs: Lines
@@ -119,7 +106,7 @@ async def test_unexpected_error_is_logged_once_and_keeps_the_connection(
     assert (again, orjson.loads(health)) == (200, {"status": "ok"})
     with_traceback = [line for line in lines if "exception" in line]
     assert [line["event"] for line in with_traceback] == ["unhandled_error"]
-    assert "speak-exploded" in with_traceback[0]["exception"]
+    assert "secret-internal-detail" in with_traceback[0]["exception"]
     assert not [line for line in lines if "Exception in ASGI" in str(line.get("event"))]
     statuses = [line["status"] for line in lines if line.get("event") == "request"]
     assert statuses == [500, 200]
