@@ -116,8 +116,9 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-# Retell's ids are ~30 characters; a unique index can't hold a key past ~2,700 bytes.
-RetellId = Annotated[str, StringConstraints(max_length=200)]
+# Retell's call and agent ids are a few dozen characters; the database holds every stored one
+# to this length (schema/0002_tenancy.sql), and longer ones are refused before it.
+RetellId = Annotated[str, StringConstraints(max_length=128)]
 # Milliseconds since 1970 until the end of year 9999: what both PostgreSQL and Python can hold.
 EpochMs = Annotated[int, Field(ge=0, le=253_402_300_799_999)]
 
@@ -153,12 +154,7 @@ def function_envelope(body: dict[str, Any], request: Request) -> tuple[str, Call
     if "call" in body:
         if not isinstance(body["call"], dict):
             raise ServiceError(422, "malformed_envelope", "`call` must be an object.")
-        try:
-            call = Call.model_validate(body["call"])
-        except ValidationError:
-            raise ServiceError(
-                422, "malformed_envelope", "`call` has fields of the wrong type."
-            ) from None
+        call = _call(body["call"])
         args = body.get("args", {})
         agent_id = call.agent_id or query_agent
     else:
@@ -168,7 +164,7 @@ def function_envelope(body: dict[str, Any], request: Request) -> tuple[str, Call
                 "malformed_envelope",
                 "The body has no `call`, and no `agent_id` query parameter was given.",
             )
-        call = Call(call_id=_query_param(request, "call_id"), agent_id=query_agent)
+        call = _call({"call_id": _query_param(request, "call_id"), "agent_id": query_agent})
         args = body
         agent_id = query_agent
     if not isinstance(args, dict):
@@ -176,6 +172,15 @@ def function_envelope(body: dict[str, Any], request: Request) -> tuple[str, Call
     if not agent_id or not isinstance(agent_id, str):
         raise ServiceError(422, "malformed_envelope", "The call has no `agent_id`.")
     return agent_id, call, args
+
+
+def _call(fields: dict[str, Any]) -> Call:
+    try:
+        return Call.model_validate(fields)
+    except ValidationError as error:
+        raise ServiceError(
+            422, "malformed_envelope", "In `call`: " + validation_message(error)
+        ) from None
 
 
 def validation_message(error: ValidationError) -> str:
