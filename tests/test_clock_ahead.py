@@ -1,4 +1,4 @@
-"""`./dev test-ahead` really moves the clock: what its tests pass under is a year from now."""
+"""`./dev test-ahead` really moves the clock: the tests and their database run a year from now."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 import time
 from datetime import date, timedelta
 
+import asyncpg
 import pytest
 
 AHEAD_DAYS = os.environ.get("EXPECT_CLOCK_AHEAD_DAYS")
@@ -29,3 +30,14 @@ def test_the_clock_is_moved_ahead() -> None:
     ahead = time.time() - _real_now()
     assert abs(ahead - int(AHEAD_DAYS) * 86400) < 60
     assert date.today() > date.fromtimestamp(_real_now()) + timedelta(days=int(AHEAD_DAYS) - 1)
+
+
+async def test_the_database_clock_is_moved_ahead_too(database_url: str) -> None:
+    """The tests' PostgreSQL reads the same moved clock (its views compare with now())."""
+    assert AHEAD_DAYS is not None
+    conn = await asyncpg.connect(database_url)
+    try:
+        server_now = await conn.fetchval("select extract(epoch from now())::float8")
+    finally:
+        await conn.close()
+    assert abs(server_now - _real_now() - int(AHEAD_DAYS) * 86400) < 60

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 import asyncpg
 import orjson
@@ -82,8 +82,10 @@ class Tenants:
 async def _populate(db: asyncpg.Connection, clinic: Clinic, tag: str) -> None:
     """One row of every kind for this clinic."""
     lee = clinic.staff["Dr. Ada Lee"]
-    await add_time_off(db, lee, date(2027, 2, 1), date(2027, 2, 2))
-    await add_appointment(db, lee, date(2027, 3, 3), time(9))
+    # Ahead of today: upcoming_appointments compares with the database's now().
+    day = next_weekday(weekday=2)
+    await add_time_off(db, lee, day + timedelta(days=5), day + timedelta(days=6))
+    await add_appointment(db, lee, day, time(9))
     call_log = await db.fetchval(
         "insert into customer_call_logs (retell_call_id, agent_configuration_id, started_at)"
         " values ($1, $2, now()) returning id",
