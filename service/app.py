@@ -204,10 +204,11 @@ class CatchUnexpected:
         try:
             await self.app(scope, receive, send_tracking)
         except Exception:
-            structlog.get_logger(__name__).exception("unhandled_error")
             if started:
-                # Half an answer is out: only the server can end it (it closes the connection).
+                # Half an answer is out: only the server can end it (it logs the exception and
+                # closes the connection).
                 raise
+            structlog.get_logger(__name__).exception("unhandled_error")
             response = error_response(500, "internal_error", "Something went wrong on our side.")
             await response(scope, receive, send)
 
