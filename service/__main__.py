@@ -1,4 +1,4 @@
-"""The command line: migrate, serve (optionally with the demo clinic), tools, call."""
+"""The command line: migrate, serve (optionally with the demo clinic), worker, tools, call."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from service.config import Settings
+from service.config import Settings, secret_value
 from service.logs import configure_logging
 
 log = structlog.get_logger("service")
@@ -71,6 +71,45 @@ def _serve(settings: Settings, *, demo: bool) -> int:
             signal.signal(signum, _exit_on_signal)
         uvicorn.Server(config).run()
     return 0
+
+
+def _worker(settings: Settings) -> int:
+    from service.db import database_url
+    from service.worker import run_worker
+
+    problem = _channel_settings_problem(settings)
+    if problem:
+        log.error("worker_misconfigured", problem=problem)
+        return 2
+    _quiet_http_logs()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        with database_url(settings) as url:
+            await run_worker(settings, url, stop)
+
+    asyncio.run(run())
+    return 0
+
+
+def _channel_settings_problem(settings: Settings) -> str | None:
+    """A channel configured halfway: say which variable is missing rather than fail each send."""
+    if settings.smtp_host and not settings.smtp_from:
+        return "SMTP_HOST is set but SMTP_FROM (the sender address) is not"
+    if settings.smtp_username and secret_value(settings.smtp_password) is None:
+        return "SMTP_USERNAME is set but SMTP_PASSWORD is not"
+    twilio = {
+        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+        "TWILIO_AUTH_TOKEN": secret_value(settings.twilio_auth_token),
+        "TWILIO_FROM_NUMBER": settings.twilio_from_number,
+    }
+    missing = [name for name, value in twilio.items() if not value]
+    if 0 < len(missing) < len(twilio):
+        return f"SMS needs all three TWILIO_ settings; {', '.join(missing)} unset"
+    return None
 
 
 def _quiet_http_logs() -> None:
@@ -194,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--demo", action="store_true", help="load the demo clinic first")
     serve.add_argument("--host", help="overrides HOST")
     serve.add_argument("--port", type=int, help="overrides PORT")
+    commands.add_parser("worker", help="deliver notifications (the outbox) to the clinics")
     tools = commands.add_parser("tools", help="print (or sync) the Retell custom functions")
     tools.add_argument("--base-url", help="the service's public URL, e.g. https://clinic.example")
     tools.add_argument("--sync", action="store_true", help="update a Retell LLM's tools")
@@ -225,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         return _serve(settings.model_copy(update=overrides), demo=args.demo)
+    if args.command == "worker":
+        return _worker(settings)
     if args.command == "tools":
         return _tools(settings, args)
     if args.command == "call":

@@ -1,0 +1,237 @@
+-- Notifications (CONTRACT section 7): each clinic's channels, and the outbox the worker
+-- (`python -m service worker`) delivers from. Rows of the outbox are written by the custom
+-- functions in the same transaction as the voicemail or appointment they are about.
+
+-- A clinic's channels: off until a row is added. `events` null means every event.
+create table notification_endpoints (
+  id uuid primary key default gen_random_uuid(),
+  agent_configuration_id uuid not null references agent_configurations(id) on delete cascade,
+  kind text not null,
+  target text not null,
+  secret text,
+  events text[],
+  is_active boolean not null default true,
+  -- Message text, notes and email addresses go out only where the clinic asks for them.
+  include_details boolean not null default false,
+  -- An urgent message still unread is sent again every remind_after_minutes, remind_times
+  -- times at most (null: never). A second contact is an endpoint of its own whose events are
+  -- only '{voicemail.unread_reminder}'.
+  remind_after_minutes integer,
+  remind_times integer not null default 2,
+  description text,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  constraint notification_endpoints_kind check (kind in ('webhook', 'email', 'sms')),
+  -- https, or plain http on loopback for local testing (the worker sends to it only with
+  -- NOTIFICATIONS_ALLOW_LOOPBACK_HTTP=true).
+  constraint notification_endpoints_webhook_target check (
+    kind <> 'webhook'
+    or target ~* '^https://[^/?#@\s]+([/?#]\S*)?$'
+    or target ~* '^http://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?([/?#]\S*)?$'),
+  constraint notification_endpoints_email_target check (
+    kind <> 'email' or target ~ '^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$'),
+  constraint notification_endpoints_sms_target check (
+    kind <> 'sms' or target ~ '^\+[1-9][0-9]{6,14}$'),
+  -- The Standard Webhooks secret: whsec_ and the base64 of 24 to 64 random bytes.
+  constraint notification_endpoints_webhook_secret check (
+    kind <> 'webhook' or secret ~ '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$'),
+  constraint notification_endpoints_events check (
+    events <@ array['voicemail.created', 'voicemail.unread_reminder', 'appointment.booked',
+                    'appointment.rescheduled', 'appointment.cancelled']::text[]),
+  constraint notification_endpoints_reminders check (
+    (remind_after_minutes is null or remind_after_minutes between 1 and 1440)
+    and remind_times between 1 and 10)
+);
+
+create index idx_notification_endpoints_configuration
+  on notification_endpoints (agent_configuration_id) where is_active;
+
+-- The outbox: one row per event and endpoint, so each channel is retried on its own. The id
+-- is the notification's stable id (the webhook-id header) across every attempt. `due_at` is
+-- also the lease: a worker that claims a row moves it past the lease, so a crashed worker's
+-- row comes due again by itself.
+create table notifications (
+  id uuid primary key default gen_random_uuid(),
+  agent_configuration_id uuid not null references agent_configurations(id) on delete cascade,
+  endpoint_id uuid not null references notification_endpoints(id) on delete cascade,
+  event text not null,
+  voicemail_id uuid references voicemails(id) on delete cascade,
+  appointment_id uuid references appointments(id) on delete cascade,
+  -- The webhook body's `data`, as it was when the event happened.
+  data jsonb not null,
+  -- 1, 2, ... for the reminders of an unread urgent message; null otherwise.
+  reminder integer,
+  status text not null default 'pending',
+  attempts integer not null default 0,
+  due_at timestamptz not null default now(),
+  last_attempt_at timestamptz,
+  -- Why the last attempt failed, in a few words (a status code, "timeout"); never a secret.
+  last_error text,
+  delivered_at timestamptz,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  constraint notifications_status check (status in ('pending', 'delivered', 'failed', 'skipped'))
+);
+
+create index idx_notifications_due on notifications (due_at) where status = 'pending';
+create index idx_notifications_failed on notifications (updated_at) where status = 'failed';
+create index idx_notifications_configuration on notifications (agent_configuration_id);
+create index idx_notifications_endpoint on notifications (endpoint_id);
+create index idx_notifications_voicemail on notifications (voicemail_id)
+  where voicemail_id is not null;
+create index idx_notifications_appointment on notifications (appointment_id)
+  where appointment_id is not null;
+
+alter table notification_endpoints enable row level security;
+alter table notifications enable row level security;
+
+-- ---- definitions (move to schema/definitions/ when issue 11's layout lands) ----
+
+create trigger notification_endpoints_updated_at before update on notification_endpoints
+  for each row execute function set_updated_at();
+
+-- Queue `p_event` for every active endpoint of the clinic that takes it (SMS: urgent messages
+-- only), plus the reminders of an urgent message, and wake the workers at commit.
+-- `p_details` (message text, notes, email addresses) is added only for endpoints that opted in.
+create function enqueue_notifications(
+  p_configuration uuid, p_event text, p_data jsonb, p_details jsonb,
+  p_voicemail uuid, p_appointment uuid, p_urgent boolean
+) returns void
+language plpgsql as $$
+declare
+  queued integer;
+begin
+  insert into notifications (
+    agent_configuration_id, endpoint_id, event, voicemail_id, appointment_id, data, reminder,
+    due_at
+  )
+  select p_configuration, e.id, q.event, p_voicemail, p_appointment,
+         case when e.include_details then p_data || p_details else p_data end
+           || case when q.reminder is null then '{}'::jsonb
+                   else jsonb_build_object('reminder', q.reminder, 'reminders', e.remind_times) end,
+         q.reminder,
+         now() + make_interval(mins => coalesce(q.reminder * e.remind_after_minutes, 0))
+  from notification_endpoints e
+  cross join lateral (
+    select p_event as event, null::integer as reminder
+    where e.events is null or p_event = any(e.events)
+    union all
+    select 'voicemail.unread_reminder', n
+    from generate_series(1, e.remind_times) n
+    where p_urgent and e.remind_after_minutes is not null
+      and (e.events is null or 'voicemail.unread_reminder' = any(e.events))
+  ) q
+  where e.agent_configuration_id = p_configuration and e.is_active
+    and (e.kind <> 'sms' or p_urgent);
+  get diagnostics queued = row_count;
+  if queued > 0 then
+    perform pg_notify('notifications', '');
+  end if;
+end
+$$;
+
+-- voicemail.created for a message just stored (not for a retry that found it stored).
+create function enqueue_voicemail_notice(cfg agent_configurations, p_voicemail uuid, p_call_id text)
+returns void
+language plpgsql as $$
+declare
+  v voicemails;
+begin
+  -- Most clinics have no channel: one index probe, nothing built.
+  if not exists (select 1 from notification_endpoints e
+                 where e.agent_configuration_id = cfg.id and e.is_active) then
+    return;
+  end if;
+  select * into v from voicemails where id = p_voicemail;
+  perform enqueue_notifications(
+    cfg.id, 'voicemail.created',
+    jsonb_build_object(
+      'voicemail_id', v.id, 'agent_id', cfg.agent_id, 'business_name', cfg.business_name,
+      'timezone', cfg.timezone, 'call_id', p_call_id, 'caller_name', v.caller_name, 'caller_phone', v.caller_phone,
+      'subject', v.subject, 'message_type', v.message_type, 'priority', v.priority,
+      'is_urgent', v.is_urgent, 'received_at', v.received_at),
+    jsonb_build_object('message', v.transcript, 'caller_email', v.caller_email),
+    v.id, null, v.is_urgent);
+end
+$$;
+
+-- appointment.booked, .rescheduled or .cancelled, from the appointment as appointment_json
+-- gives it; `p_previous` is where a moved appointment was. A move to where it already was (a
+-- retried reschedule) is no news.
+create function enqueue_appointment_notice(
+  cfg agent_configurations, p_event text, p_appointment jsonb, p_previous jsonb
+) returns void
+language plpgsql as $$
+declare
+  a appointments;
+begin
+  if p_previous is not null
+     and (p_previous ->> 'start', p_previous ->> 'staff_member_id')
+         = (p_appointment ->> 'start', p_appointment ->> 'staff_member_id') then
+    return;
+  end if;
+  if not exists (select 1 from notification_endpoints e
+                 where e.agent_configuration_id = cfg.id and e.is_active) then
+    return;
+  end if;
+  select * into a from appointments where id = (p_appointment ->> 'appointment_id')::uuid;
+  perform enqueue_notifications(
+    cfg.id, p_event,
+    jsonb_build_object(
+      'appointment_id', a.id, 'agent_id', cfg.agent_id, 'business_name', cfg.business_name,
+      'timezone', cfg.timezone, 'patient_name', a.patient_name,
+      'patient_phone', a.patient_phone, 'date', a.appointment_date,
+      'time', to_char(a.appointment_time, 'HH24:MI'), 'start', a.starts_at,
+      'duration_minutes', a.duration_minutes, 'staff_member_id', a.staff_member_id,
+      'staff_name', p_appointment ->> 'staff_name', 'appointment_type', a.appointment_type,
+      'status', a.status)
+      || case when p_previous is null then '{}'::jsonb else jsonb_build_object(
+           'previous', jsonb_build_object(
+             'date', p_previous -> 'date', 'time', p_previous -> 'time',
+             'start', p_previous -> 'start', 'staff_member_id', p_previous -> 'staff_member_id',
+             'staff_name', p_previous -> 'staff_name')) end,
+    jsonb_build_object('patient_email', a.patient_email, 'notes', a.notes,
+                       'special_requests', a.special_requests),
+    null, a.id, false);
+end
+$$;
+
+-- The call's recording and length onto every message left during it, whichever of the
+-- message and the call's end was stored first (called by both).
+create function copy_call_recording(p_call_log uuid) returns void
+language sql as $$
+  update voicemails v
+  set recording_url = coalesce(l.recording_url, v.recording_url),
+      duration_seconds = coalesce(round(l.duration_ms / 1000.0)::integer, v.duration_seconds)
+  from customer_call_logs l
+  where l.id = p_call_log and v.call_log_id = p_call_log
+    and (l.recording_url is not null or l.duration_ms is not null)
+    and (v.recording_url is distinct from coalesce(l.recording_url, v.recording_url)
+         or v.duration_seconds is distinct from
+            coalesce(round(l.duration_ms / 1000.0)::integer, v.duration_seconds))
+$$;
+
+-- What failed for good, for the clinic's dashboard and the operator.
+create view notification_failures with (security_invoker = true) as
+select n.id, n.agent_configuration_id, n.endpoint_id, e.kind, n.event, n.voicemail_id,
+       n.appointment_id, n.attempts, n.last_error, n.created_at, n.last_attempt_at
+from notifications n
+join notification_endpoints e on e.id = n.endpoint_id
+where n.status = 'failed';
+
+create policy "endpoints of own configurations" on notification_endpoints
+  for all to authenticated
+  using (exists (select 1 from agent_configurations c
+                 where c.id = notification_endpoints.agent_configuration_id
+                   and c.user_id = auth.uid()))
+  with check (exists (select 1 from agent_configurations c
+                      where c.id = notification_endpoints.agent_configuration_id
+                        and c.user_id = auth.uid()));
+-- Clinics read their notifications; only the service writes them.
+create policy "notifications of own configurations" on notifications
+  for select to authenticated
+  using (exists (select 1 from agent_configurations c
+                 where c.id = notifications.agent_configuration_id and c.user_id = auth.uid()));
+
+grant select, insert, update, delete on notification_endpoints to authenticated;
+grant select on notifications, notification_failures to authenticated;
