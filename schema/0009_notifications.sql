@@ -197,18 +197,23 @@ end
 $$;
 
 -- The call's recording and length onto every message left during it, whichever of the
--- message and the call's end was stored first (called by both).
+-- message and the call's end was stored first: both rx_leave_voicemail and rx_call_event call
+-- it. The call's row is locked first, so that of two such transactions at once the later one
+-- waits and then sees the other's row (a voicemail's foreign key alone does not block an
+-- update of the call).
 create function copy_call_recording(p_call_log uuid) returns void
-language sql as $$
+language plpgsql as $$
+begin
+  perform 1 from customer_call_logs l where l.id = p_call_log for no key update;
   update voicemails v
   set recording_url = coalesce(l.recording_url, v.recording_url),
       duration_seconds = coalesce(round(l.duration_ms / 1000.0)::integer, v.duration_seconds)
   from customer_call_logs l
   where l.id = p_call_log and v.call_log_id = p_call_log
-    and (l.recording_url is not null or l.duration_ms is not null)
     and (v.recording_url is distinct from coalesce(l.recording_url, v.recording_url)
          or v.duration_seconds is distinct from
-            coalesce(round(l.duration_ms / 1000.0)::integer, v.duration_seconds))
+            coalesce(round(l.duration_ms / 1000.0)::integer, v.duration_seconds));
+end
 $$;
 
 -- What failed for good, for the clinic's dashboard and the operator.
