@@ -34,7 +34,7 @@ create table notification_endpoints (
     kind <> 'sms' or target ~ '^\+[1-9][0-9]{6,14}$'),
   -- The Standard Webhooks secret: whsec_ and the base64 of 24 to 64 random bytes.
   constraint notification_endpoints_webhook_secret check (
-    kind <> 'webhook' or secret ~ '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$'),
+    kind <> 'webhook' or coalesce(secret ~ '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$', false)),
   constraint notification_endpoints_events check (
     events <@ array['voicemail.created', 'voicemail.unread_reminder', 'appointment.booked',
                     'appointment.rescheduled', 'appointment.cancelled']::text[]),
