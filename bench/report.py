@@ -64,7 +64,8 @@ def render(results: Results) -> str:
         sizes = sorted({rows for rows, _, _ in results.growth})
         lines += [
             "check_availability p50 (ms) by table size and window: days computed (dates and "
-            "durations not asked before), and days remembered (schema/0007):",
+            "durations not asked before), and days remembered "
+            "(schema/definitions/04_availability_cache.sql):",
             "",
             "| appointments in the table | 1 day | 7 days | 31 days | 31 d / 1 d "
             "| 7 days, remembered |",

@@ -285,6 +285,11 @@ async def memory(
     return before, after
 
 
+# A database's name can't be a $1 parameter: PostgreSQL quotes it into the statement (%I).
+CREATE_DATABASE = "select format('create database %I', $1::text)"
+DROP_DATABASE = "select format('drop database if exists %I with (force)', $1::text)"
+
+
 async def main(options: Options) -> Results:
     results = Results(started=datetime.now(UTC), options=options, cores=os.cpu_count() or 0)
     began = time.perf_counter()
@@ -292,8 +297,8 @@ async def main(options: Options) -> Results:
     name = f"bench_{os.getpid()}"
     async with database_server() as server_url:
         admin = await asyncpg.connect(server_url)
-        await admin.execute(f'drop database if exists "{name}"')
-        await admin.execute(f'create database "{name}"')
+        await admin.execute(await admin.fetchval(DROP_DATABASE, name))
+        await admin.execute(await admin.fetchval(CREATE_DATABASE, name))
         await admin.close()
         url = with_database(server_url, name)
         try:
@@ -302,7 +307,7 @@ async def main(options: Options) -> Results:
         finally:
             if not options.keep_database:
                 admin = await asyncpg.connect(server_url)
-                await admin.execute(f'drop database if exists "{name}" with (force)')
+                await admin.execute(await admin.fetchval(DROP_DATABASE, name))
                 await admin.close()
     results.seconds = time.perf_counter() - began
     return results

@@ -62,7 +62,7 @@ class Workloads:
         self.run_id = run_id
         self.check_days = _weekdays(today + timedelta(days=1), 20)
         # Days and durations never asked before in this run: each such check computes its days
-        # (schema/0007 remembers a day per staff member, date and duration once computed).
+        # (slot_cache remembers a day per staff member, date and duration once computed).
         self._fresh_days = _weekdays(today + timedelta(days=1), 250)
         self._fresh = itertools.count()
 

@@ -17,13 +17,23 @@ from service.logs import configure_logging
 log = structlog.get_logger("service")
 
 
+def _migrate_or_refuse(url: str) -> bool:
+    """Migrate; False (after one line saying why) when migrate refuses to."""
+    from service.migrate import MigrationRefused, migrate
+
+    try:
+        asyncio.run(migrate(url))
+    except MigrationRefused as refusal:
+        log.error("migration_refused", reason=str(refusal))
+        return False
+    return True
+
+
 def _migrate(settings: Settings) -> int:
     from service.db import database_url
-    from service.migrate import migrate
 
     with database_url(settings) as url:
-        asyncio.run(migrate(url))
-    return 0
+        return 0 if _migrate_or_refuse(url) else 1
 
 
 def _serve(settings: Settings, *, demo: bool) -> int:
@@ -33,7 +43,6 @@ def _serve(settings: Settings, *, demo: bool) -> int:
     from service.app import create_app
     from service.db import database_url
     from service.demo import DEMO_AGENT_ID, demo_api_key, load_demo
-    from service.migrate import migrate
 
     if settings.retell_api_key is None and not demo:
         log.error(
@@ -43,8 +52,8 @@ def _serve(settings: Settings, *, demo: bool) -> int:
         return 2
     with database_url(settings) as url:
         embedded = settings.database_url is None
-        if embedded or demo:
-            asyncio.run(migrate(url))
+        if (embedded or demo) and not _migrate_or_refuse(url):
+            return 1
         updates: dict[str, object] = {"database_url": url}
         if demo:
             asyncio.run(load_demo(url))
@@ -228,7 +237,7 @@ Try it:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="apply pending schema/ migrations to DATABASE_URL")
+    commands.add_parser("migrate", help="apply pending schema/ files to DATABASE_URL")
     serve = commands.add_parser("serve", help="serve HTTP on HOST:PORT")
     serve.add_argument("--demo", action="store_true", help="load the demo clinic first")
     serve.add_argument("--host", help="overrides HOST")

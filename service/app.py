@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 import asyncpg
-import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,27 +30,20 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
+READY_SQL = "select 1"
+
+
 async def readyz(request: Request) -> Response:
     state = state_of(request)
     try:
-        await state.fetchval_within(state.settings.ready_timeout_seconds, "select 1")
+        await state.fetchval_within(state.settings.ready_timeout_seconds, READY_SQL)
     except TimeoutError:
         return _not_ready("timeout", "The database did not answer within the time limit.")
-    except DATABASE_REFUSED:
+    except DATABASE_UNAVAILABLE:
         return _not_ready("unreachable", "The database cannot be reached.")
     except asyncpg.PostgresError as exc:
         return _not_ready("error", f"The database answered with an error ({type(exc).__name__}).")
     return json_response({"status": "ready", "checks": {"database": "ok"}})
-
-
-# Besides a dead or slow server: a database that was dropped or a role that can no longer log in
-# (the server answers, but the service cannot work with it). Never the client's fault: 503.
-DATABASE_REFUSED: tuple[type[BaseException], ...] = (
-    *DATABASE_UNAVAILABLE,
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    asyncpg.InvalidPasswordError,
-)
 
 
 def _not_ready(check: str, message: str) -> Response:
@@ -107,7 +99,7 @@ def _labels(scope: Scope) -> tuple[str, str]:
     name = scope.get("path_params", {}).get("function_name")
     if name is None:
         return endpoint, ""
-    return endpoint, name if name in functions.functions() else "unknown"
+    return endpoint, name if name in functions.FUNCTIONS else "unknown"
 
 
 async def on_service_error(request: Request, exc: Exception) -> Response:
@@ -124,7 +116,9 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 async def on_database_unavailable(request: Request, exc: Exception) -> Response:
     structlog.get_logger(__name__).warning("database_unavailable", error=type(exc).__name__)
     return error_response(
-        503, "database_unavailable", "The scheduling database is not answering right now."
+        503,
+        "database_unavailable",
+        "The scheduling database is not answering right now; please try again.",
     )
 
 
@@ -146,7 +140,7 @@ def routes() -> list[Route]:
 
 
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Starlette:
-    """Build the ASGI app; the database pool and HTTP client open in its lifespan."""
+    """Build the ASGI app; the database pool opens in its lifespan."""
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI fills it in)")
     database_url = settings.database_url
@@ -162,10 +156,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         # A database that answers is warm before the first request; one that doesn't delays
         # the start by at most this, and the pool keeps warming in the background.
         await asyncio.wait({warming}, timeout=settings.ready_timeout_seconds)
-        http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
-        app.state.service = State(
-            settings=settings, pool=pool, http=http, clock=clock, metrics=app_metrics
-        )
+        app.state.service = State(settings=settings, pool=pool, clock=clock, metrics=app_metrics)
         app_metrics.watch_pool(pool)
         if settings.retell_api_key is not None:
             logs.hide(settings.retell_api_key.get_secret_value())
@@ -180,7 +171,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         finally:
             app_metrics.watch_pool(None)
             warming.cancel()
-            await http.aclose()
             await db.close_pool(pool, within_seconds=3)
 
     app = Starlette(
@@ -191,7 +181,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
             HTTPException: on_http_error,
             # Registered per class (not caught under Exception) so that Starlette answers them
             # as handled errors rather than re-raising them to the server as crashes.
-            **dict.fromkeys(DATABASE_REFUSED, on_database_unavailable),
+            **dict.fromkeys(DATABASE_UNAVAILABLE, on_database_unavailable),
             Exception: on_unexpected_error,
         },
         lifespan=lifespan,

@@ -9,7 +9,8 @@ import httpx
 import orjson
 from pydantic import BaseModel
 
-from service.functions import Function, functions
+from service.functions import FUNCTIONS
+from service.functions.base import Function
 
 # Exit codes shared by the operator commands, so scripts can tell failures apart.
 EXIT_OK = 0
@@ -161,7 +162,7 @@ def _clean(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tool_definition(function: Function, base_url: str) -> dict[str, Any]:
+def tool_definition(function: Function[Any, Any], base_url: str) -> dict[str, Any]:
     """One Retell custom-function tool (`general_tools` entry) for a function of ours."""
     style = STYLES.get(function.name, ToolStyle())
     tool: dict[str, Any] = {
@@ -184,7 +185,7 @@ def tool_definition(function: Function, base_url: str) -> dict[str, Any]:
 
 def tool_definitions(base_url: str) -> list[dict[str, Any]]:
     """Every custom function's tool, in the registry's order."""
-    return [tool_definition(f, base_url) for f in functions().values()]
+    return [tool_definition(f, base_url) for f in FUNCTIONS.values()]
 
 
 def base_url_problem(base_url: str) -> str | None:

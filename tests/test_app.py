@@ -158,9 +158,9 @@ def exploding_speak(monkeypatch: pytest.MonkeyPatch) -> None:
     def explode(*args: Any) -> dict[str, Any]:
         raise RuntimeError("secret-internal-detail")
 
-    function = functions.functions()["check_availability"]
+    function = functions.FUNCTIONS["check_availability"]
     monkeypatch.setitem(
-        functions.functions(), "check_availability", dataclasses.replace(function, speak=explode)
+        functions.FUNCTIONS, "check_availability", dataclasses.replace(function, speak=explode)
     )
 
 
@@ -211,7 +211,7 @@ def test_settings_read_from_environment(clean_environment: pytest.MonkeyPatch) -
     }
     for name, value in env.items():
         clean_environment.setenv(name, value)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.database_url == env["DATABASE_URL"]
     assert settings.retell_api_key is not None
     assert settings.retell_api_key.get_secret_value() == "key_from_env"
@@ -226,7 +226,7 @@ def test_settings_read_from_environment(clean_environment: pytest.MonkeyPatch) -
 
 def test_settings_defaults(clean_environment: pytest.MonkeyPatch) -> None:
     """Unset, the service listens on 127.0.0.1:8080, checks signatures and uses the embedded DB."""
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
     assert settings.database_url is None
     assert settings.retell_api_key is None
@@ -244,7 +244,7 @@ def test_settings_refuse_bad_values(
     """A malformed environment variable stops start-up with a validation error."""
     clean_environment.setenv(name, value)
     with pytest.raises(ValidationError):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
 
 
 def test_env_example_lists_every_setting() -> None:

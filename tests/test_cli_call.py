@@ -24,8 +24,7 @@ from service.__main__ import main
 from service.cli_call import CallIdentity, call_function, next_weekday, parse_assignments, simulate
 from service.cli_tools import EXIT_OK, EXIT_REFUSED, EXIT_REJECTED, EXIT_UNREACHABLE, EXIT_USAGE
 from service.errors import json_response
-from service.retell import signature_is_valid
-from service.state import signed_body
+from service.retell import signature_is_valid, signed_body
 from tests.conftest import API_KEY
 from tests.factories import Clinic
 

@@ -28,7 +28,7 @@ from service.cli_tools import (
     sync_tools,
     tool_definitions,
 )
-from service.functions import functions
+from service.functions import FUNCTIONS
 
 BASE = "https://clinic.example.com"
 RETELL = "https://api.retell.test"
@@ -89,7 +89,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
 
 def _model_accepts(function: str, args: dict[str, Any]) -> bool:
     try:
-        functions()[function].args.model_validate(args)
+        FUNCTIONS[function].args.model_validate(args)
     except ValidationError:
         return False
     return True
@@ -108,8 +108,8 @@ def _enum_values(annotation: Any) -> list[Any] | None:
 def test_every_function_has_a_tool_with_its_url_and_required_fields() -> None:
     """Each registered function gets one custom tool whose required list is the model's."""
     tools = {tool["name"]: tool for tool in tool_definitions(BASE)}
-    assert set(tools) == set(functions())
-    for name, function in functions().items():
+    assert set(tools) == set(FUNCTIONS)
+    for name, function in FUNCTIONS.items():
         tool = tools[name]
         assert tool["type"] == "custom"
         assert tool["url"] == f"{BASE}/retell/functions/{name}"
@@ -123,11 +123,11 @@ def test_every_function_has_a_tool_with_its_url_and_required_fields() -> None:
 
 def test_schema_is_clean_for_an_llm() -> None:
     """No titles, refs, nulls or pydantic `time` format reach the LLM; dates keep format date."""
-    for function in functions().values():
+    for function in FUNCTIONS.values():
         text = json.dumps(llm_schema(function.args))
         for noise in ('"title"', "$ref", "$defs", '"null"', '"format": "time"'):
             assert noise not in text, (function.name, noise)
-    booking = llm_schema(functions()["book_appointment"].args)["properties"]
+    booking = llm_schema(FUNCTIONS["book_appointment"].args)["properties"]
     assert booking["date"] == {
         "type": "string",
         "description": "YYYY-MM-DD in the clinic's zone.",
@@ -141,7 +141,7 @@ def test_schema_is_clean_for_an_llm() -> None:
 def test_enums_match_the_models_literals() -> None:
     """Every enum in a schema lists exactly the values the model's Literal allows."""
     checked = 0
-    for function in functions().values():
+    for function in FUNCTIONS.values():
         properties = llm_schema(function.args)["properties"]
         for name, field in function.args.model_fields.items():
             values = _enum_values(field.annotation)
@@ -157,7 +157,7 @@ def test_enums_match_the_models_literals() -> None:
 def test_schema_and_model_agree_on_examples(function: str) -> None:
     """An example the JSON Schema accepts is one the model accepts, and the other way round."""
     validator = Draft202012Validator(
-        llm_schema(functions()[function].args), format_checker=Draft202012Validator.FORMAT_CHECKER
+        llm_schema(FUNCTIONS[function].args), format_checker=Draft202012Validator.FORMAT_CHECKER
     )
     for args in EXAMPLES[function]:
         assert validator.is_valid(args) == _model_accepts(function, args), args
@@ -176,7 +176,7 @@ def test_tools_command_prints_the_definitions(capsys: pytest.CaptureFixture[str]
     """`tools --base-url` prints a JSON list of every tool under that URL."""
     assert main(["tools", "--base-url", BASE + "/"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert [t["name"] for t in printed] == list(functions())
+    assert [t["name"] for t in printed] == list(FUNCTIONS)
     assert printed[0]["url"] == f"{BASE}/retell/functions/{printed[0]['name']}"
 
 
@@ -241,7 +241,7 @@ async def test_apply_writes_merged_tools_and_keeps_the_others(
     assert tools[0] == OTHER_TOOLS[0]
     assert tools[1] == tool_definitions(BASE)[0]
     assert tools[2] == OTHER_TOOLS[1]
-    assert [t["name"] for t in tools[3:]] == list(functions())[1:]
+    assert [t["name"] for t in tools[3:]] == list(FUNCTIONS)[1:]
     assert "Updated" in out
 
 
@@ -366,4 +366,4 @@ def test_sync_command_runs_against_retell(
 
 def test_every_style_belongs_to_a_function() -> None:
     """Tool styles are keyed by real function names, so a rename can't silently drop one."""
-    assert set(STYLES) == set(functions())
+    assert set(STYLES) == set(FUNCTIONS)

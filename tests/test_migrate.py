@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,13 @@ import asyncpg
 import orjson
 import pytest
 
-from service.migrate import SCHEMA_DIR, load_migrations, migrate
-from tests.conftest import _with_database
+from service.migrate import (
+    SCHEMA_DIR,
+    MigrationRefused,
+    load_definitions,
+    load_migrations,
+    migrate,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_VERSIONS = [m.version for m in load_migrations()]
@@ -55,25 +59,6 @@ select md5(string_agg(item, E'\\n' order by item)) from (
 ) as catalog(item)
 """
 LEDGER = "select version, name, checksum from schema_migrations order by version"
-
-
-@pytest.fixture
-async def empty_database(server_url: str) -> AsyncIterator[str]:
-    """A brand-new empty database on the test server, dropped afterwards."""
-    name = f"svc_migrate_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(server_url, name)
-    finally:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'drop database if exists "{name}" with (force)')
-        finally:
-            await admin.close()
 
 
 async def _query(url: str, sql: str) -> list[asyncpg.Record]:
@@ -166,8 +151,8 @@ async def test_failing_migration_rolls_back_only_itself(
 ) -> None:
     """A failing file leaves earlier files applied and nothing of its own; fixed, it applies.
 
-    The failure is logged with the file's version; an applied file edited later is only warned
-    about, never re-run."""
+    The failure is logged with the file's version; an applied file edited later is never re-run:
+    migrate refuses, naming it."""
     schema = _write(
         tmp_path / "schema",
         {
@@ -183,16 +168,19 @@ async def test_failing_migration_rolls_back_only_itself(
     tables = await _query(
         empty_database, "select tablename from pg_tables where schemaname = 'public'"
     )
-    assert {row["tablename"] for row in tables} == {"schema_migrations", "first_table"}
+    assert {row["tablename"] for row in tables} == {
+        "schema_migrations",
+        "schema_definitions",
+        "first_table",
+    }
     # The advisory lock went with the session: the next run is not blocked.
     _write(schema, {"0002_broken.sql": "create table second_table (id int);"})
     assert await asyncio.wait_for(migrate(empty_database, schema), timeout=10) == [2]
-    # An applied file edited afterwards is not run again; the run says so.
+    # An applied file edited afterwards is not run again: the run refuses, naming the file.
     _write(schema, {"0001_first.sql": "create table first_table (id bigint);"})
-    json_logs()
-    assert await migrate(empty_database, schema) == []
-    changed = [line for line in json_logs() if line["event"] == "migration_changed_after_apply"]
-    assert [(line["version"], line["level"]) for line in changed] == [(1, "warning")]
+    with pytest.raises(MigrationRefused, match=r"^schema/0001_first\.sql has changed since"):
+        await migrate(empty_database, schema)
+    assert [row["version"] for row in await _query(empty_database, LEDGER)] == [1, 2]
 
 
 @pytest.mark.parametrize(
@@ -214,9 +202,12 @@ def test_files_must_be_numbered_without_gaps(tmp_path: Path, names: list[str]) -
 
 
 def test_repository_schema_is_well_named() -> None:
-    """The schema/ folder itself loads: NNNN_name.sql files from 0001 without gaps."""
-    assert load_migrations(SCHEMA_DIR)[0].version == 1
-    assert len(SCHEMA_VERSIONS) >= 5
+    """The schema/ folder itself loads: the baseline first, then the definition files in order."""
+    assert load_migrations(SCHEMA_DIR)[0].file_name == "0001_baseline.sql"
+    assert [d.file_name for d in load_definitions(SCHEMA_DIR)][:2] == [
+        "01_supabase_compat.sql",
+        "02_rules.sql",
+    ]
 
 
 SUPABASE_LIKE = """

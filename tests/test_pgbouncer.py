@@ -196,7 +196,7 @@ async def test_every_function_works_behind_pgbouncer_transaction_mode(
     overrides: dict[str, Any] = {"database_url": url, "pool_max_size": 8}
     if how == "setting":
         overrides["statement_cache_size"] = 0
-    settings = Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **overrides)
     assert service_db.statement_cache_size(url, settings) == 0
     appointment = await add_appointment(
         db, clinic.staff["Dr. Ada Lee"], next_weekday(), _time(11), phone=CALLER

@@ -1,4 +1,4 @@
-"""check_availability's remembered days (schema/0007): used while current, never once stale."""
+"""check_availability's remembered days (slot_cache): used while current, never once stale."""
 
 from __future__ import annotations
 

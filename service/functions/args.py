@@ -86,8 +86,15 @@ Email = Annotated[
 ]
 
 
+# The length of a visit a caller may ask for, in minutes.
+SHORTEST_VISIT, LONGEST_VISIT = 5, 480
+_DURATION_OUT_OF_RANGE = (
+    f"The duration must be between {SHORTEST_VISIT} and {LONGEST_VISIT} minutes."
+)
+
+
 def _positive_minutes(value: int | None) -> int | None:
-    if value is not None and not 5 <= value <= 480:
+    if value is not None and not SHORTEST_VISIT <= value <= LONGEST_VISIT:
         raise ValueError("duration_out_of_range")
     return value
 
@@ -96,7 +103,7 @@ def _positive_minutes(value: int | None) -> int | None:
 Minutes = Annotated[
     int | None,
     AfterValidator(_positive_minutes),
-    Field(json_schema_extra={"minimum": 5, "maximum": 480}),
+    Field(json_schema_extra={"minimum": SHORTEST_VISIT, "maximum": LONGEST_VISIT}),
 ]
 
 
@@ -112,7 +119,7 @@ class Args(BaseModel):
         "staff_member_id": (
             "That staff member id isn't one I know; could you give me the staff member's name?"
         ),
-        "duration_minutes": "The duration must be between 5 and 480 minutes.",
+        "duration_minutes": _DURATION_OUT_OF_RANGE,
         "patient_email": "That email address doesn't look right; could you spell it again?",
         "caller_email": "That email address doesn't look right; could you spell it again?",
     }
@@ -139,7 +146,7 @@ _GENERIC = {
     "impossible_date": "That {field} doesn't exist on the calendar; could you check it?",
     "not_a_time": "I need the {field} as a 24-hour clock time like 09:30.",
     "impossible_time": "That {field} isn't a real clock time; times run from 00:00 to 23:59.",
-    "duration_out_of_range": "The duration must be between 5 and 480 minutes.",
+    "duration_out_of_range": _DURATION_OUT_OF_RANGE,
     "patient_name_missing": "May I have the patient's full name?",
     "selector_missing": (
         "Which appointment do you mean? Tell me its date, and the time if there are several."

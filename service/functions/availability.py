@@ -8,9 +8,8 @@ from uuid import UUID
 
 from pydantic import Field
 
-from service.functions import Context, Function
 from service.functions.args import Args, LocalDate, Minutes, Name, Text
-from service.functions.problems import refusal_from
+from service.functions.base import Context, Function, Result, Slot
 from service.speech import spoken_date, spoken_slots
 
 PREFERENCE_WORDS = {"morning": "morning", "afternoon": "afternoon", "evening": "evening"}
@@ -42,12 +41,20 @@ class CheckAvailabilityArgs(Args):
     max_slots: int = Field(default=12, ge=1, le=100, description="At most this many slots.")
 
 
-def speak(result: dict[str, Any], args: CheckAvailabilityArgs, context: Context) -> dict[str, Any]:
-    refusal = refusal_from(result)
-    if refusal is not None:
-        raise refusal
-    slots: list[dict[str, Any]] = result["slots"]
-    names: list[str] = result.get("staff_names", [])
+class Availability(Result):
+    """rx_check_availability's answer: the earliest free slots, in the clinic's zone."""
+
+    timezone: str
+    slots: list[Slot]
+    staff_names: list[str] = Field(default_factory=list)
+
+
+CHECK_AVAILABILITY_SQL = "select rx_check_availability($1, $2::jsonb, $3::jsonb, $4, $5)"
+
+
+def speak(result: Availability, args: CheckAvailabilityArgs, context: Context) -> dict[str, Any]:
+    slots = result.slots
+    names = result.staff_names
     who = f" with {names[0]}" if (args.staff_name or args.staff_member_id) and names else ""
     when = spoken_date(args.date)
     if args.days > 1:
@@ -65,7 +72,7 @@ def speak(result: dict[str, Any], args: CheckAvailabilityArgs, context: Context)
     return {
         "ok": True,
         "available": bool(slots),
-        "timezone": result["timezone"],
+        "timezone": result.timezone,
         "slots": slots,
         "message": message,
     }
@@ -79,7 +86,8 @@ FUNCTIONS = [
             "times this returns."
         ),
         args=CheckAvailabilityArgs,
-        database_function="rx_check_availability",
+        sql=CHECK_AVAILABILITY_SQL,
+        result=Availability,
         speak=speak,
         refusal_fields=lambda: {"available": False, "slots": []},
     )

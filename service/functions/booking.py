@@ -7,7 +7,6 @@ from uuid import UUID
 
 from pydantic import Field, model_validator
 
-from service.functions import Context, Function, Refusal
 from service.functions.args import (
     Args,
     Email,
@@ -20,7 +19,16 @@ from service.functions.args import (
     Text,
     normalize_phone,
 )
-from service.functions.problems import phone_or_refuse, refusal_from
+from service.functions.base import (
+    Appointment,
+    Context,
+    Function,
+    ListedAppointment,
+    Refusal,
+    Result,
+    Slot,
+)
+from service.functions.problems import phone_or_refuse
 from service.speech import spoken_date, spoken_list, spoken_slot, spoken_slots, spoken_time
 
 
@@ -71,8 +79,20 @@ def prepare_booking(args: BookAppointmentArgs, context: Context) -> dict[str, An
     return out
 
 
-def _booked(result: dict[str, Any], verb: str) -> dict[str, Any]:
-    appointment = result["appointment"]
+class Booking(Result):
+    """rx_book_appointment's and rx_reschedule_appointment's answer: booked, or why not."""
+
+    booked: bool
+    appointment: Appointment | None = None
+    reason: str | None = None
+    alternatives: list[Slot] = Field(default_factory=list)
+
+
+BOOK_APPOINTMENT_SQL = "select rx_book_appointment($1, $2::jsonb, $3::jsonb, $4, $5)"
+RESCHEDULE_APPOINTMENT_SQL = "select rx_reschedule_appointment($1, $2::jsonb, $3::jsonb, $4, $5)"
+
+
+def _booked(appointment: Appointment, verb: str) -> dict[str, Any]:
     return {
         "ok": True,
         "booked": True,
@@ -94,10 +114,10 @@ _REASONS = {
 }
 
 
-def _not_booked(result: dict[str, Any], wanted: str) -> dict[str, Any]:
-    alternatives: list[dict[str, Any]] = result.get("alternatives", [])
-    reason = result["reason"]
-    sentence = f"{_REASONS.get(reason, 'That time is not available')} {wanted}."
+def _not_booked(result: Booking, wanted: str) -> dict[str, Any]:
+    alternatives = result.alternatives
+    reason = result.reason
+    sentence = f"{_REASONS.get(reason or '', 'That time is not available')} {wanted}."
     if alternatives:
         sentence += f" The nearest openings are {spoken_slots(alternatives)}."
     else:
@@ -111,15 +131,9 @@ def _not_booked(result: dict[str, Any], wanted: str) -> dict[str, Any]:
     }
 
 
-def speak_booking(
-    result: dict[str, Any], args: BookAppointmentArgs, context: Context
-) -> dict[str, Any]:
-    refusal = refusal_from(result)
-    if refusal is not None:
-        raise refusal
-    if result["booked"]:
-        body = _booked(result, "You're booked for")
-        return body
+def speak_booking(result: Booking, args: BookAppointmentArgs, context: Context) -> dict[str, Any]:
+    if result.booked and result.appointment is not None:
+        return _booked(result.appointment, "You're booked for")
     return _not_booked(result, f"on {spoken_date(args.date)} at {spoken_time(args.time)}")
 
 
@@ -153,33 +167,23 @@ def _caller_identity(args: CallerArgs, context: Context) -> dict[str, Any]:
     return out
 
 
-def _appointment_phrase(appointment: dict[str, Any]) -> str:
-    return spoken_slot(appointment)
+class Appointments(Result):
+    """rx_find_appointments' answer: the caller's upcoming appointments, soonest first."""
+
+    appointments: list[ListedAppointment]
 
 
-def speak_find(result: dict[str, Any], args: CallerArgs, context: Context) -> dict[str, Any]:
-    appointments = [
-        {
-            k: a[k]
-            for k in (
-                "appointment_id",
-                "date",
-                "time",
-                "start",
-                "staff_member_id",
-                "staff_name",
-                "appointment_type",
-                "status",
-            )
-        }
-        for a in result["appointments"]
-    ]
+FIND_APPOINTMENTS_SQL = "select rx_find_appointments($1, $2::jsonb, $3::jsonb, $4, $5)"
+
+
+def speak_find(result: Appointments, args: CallerArgs, context: Context) -> dict[str, Any]:
+    appointments = result.appointments
     if not appointments:
         message = "I don't see any upcoming appointments under that number."
     elif len(appointments) == 1:
-        message = f"You have one upcoming appointment: {_appointment_phrase(appointments[0])}."
+        message = f"You have one upcoming appointment: {spoken_slot(appointments[0])}."
     else:
-        shown = spoken_list([_appointment_phrase(a) for a in appointments[:3]], "and")
+        shown = spoken_list([spoken_slot(a) for a in appointments[:3]], "and")
         message = f"You have {len(appointments)} upcoming appointments: {shown}."
         if len(appointments) > 3:
             message += " I can go through the rest too."
@@ -204,41 +208,26 @@ class SelectorArgs(CallerArgs):
         return self
 
 
-def _selector_refusal(result: dict[str, Any]) -> Refusal | None:
-    if result.get("problem") == "ambiguous_appointment":
-        choices = result.get("choices", [])
-        times = spoken_list([spoken_time(c["time"]) for c in choices[:4]])
-        return Refusal(
-            f"You have more than one appointment that day, at {times}. Which one do you mean?",
-            reason="ambiguous_appointment",
-            choices=choices,
-        )
-    if result.get("problem") == "appointment_cancelled":
-        return Refusal(
-            "That appointment was cancelled, so I can't move it. Shall I book a new one instead?",
-            reason="appointment_cancelled",
-        )
-    if result.get("problem") in ("appointment_in_past", "appointment_not_movable"):
-        return Refusal(
-            "That appointment has already taken place, so I can't change it.",
-            reason=result["problem"],
-        )
-    return refusal_from(result)
-
-
 def prepare_selector(args: SelectorArgs, context: Context) -> dict[str, Any]:
     return _caller_identity(args, context)
 
 
-def speak_cancel(result: dict[str, Any], args: SelectorArgs, context: Context) -> dict[str, Any]:
-    refusal = _selector_refusal(result)
-    if refusal is not None:
-        raise refusal
-    appointment = result["appointment"]
-    if result.get("already"):
-        message = f"The appointment on {_appointment_phrase(appointment)} was already cancelled."
+class Cancellation(Result):
+    """rx_cancel_appointment's answer: the appointment, and whether it was cancelled before."""
+
+    appointment: Appointment
+    already: bool = False
+
+
+CANCEL_APPOINTMENT_SQL = "select rx_cancel_appointment($1, $2::jsonb, $3::jsonb, $4, $5)"
+
+
+def speak_cancel(result: Cancellation, args: SelectorArgs, context: Context) -> dict[str, Any]:
+    appointment = result.appointment
+    if result.already:
+        message = f"The appointment on {spoken_slot(appointment)} was already cancelled."
     else:
-        message = f"I've cancelled the appointment on {_appointment_phrase(appointment)}."
+        message = f"I've cancelled the appointment on {spoken_slot(appointment)}."
     return {
         "ok": True,
         "cancelled": True,
@@ -262,14 +251,9 @@ class RescheduleArgs(SelectorArgs):
     staff_member_id: UUID | None = Field(default=None, description="Absent: the same one.")
 
 
-def speak_reschedule(
-    result: dict[str, Any], args: RescheduleArgs, context: Context
-) -> dict[str, Any]:
-    refusal = _selector_refusal(result)
-    if refusal is not None:
-        raise refusal
-    if result["booked"]:
-        return _booked(result, "Done: your appointment is now")
+def speak_reschedule(result: Booking, args: RescheduleArgs, context: Context) -> dict[str, Any]:
+    if result.booked and result.appointment is not None:
+        return _booked(result.appointment, "Done: your appointment is now")
     body = _not_booked(result, f"on {spoken_date(args.new_date)} at {spoken_time(args.new_time)}")
     body["message"] += " Your original appointment is unchanged."
     return body
@@ -285,7 +269,8 @@ FUNCTIONS = [
             "returned alternatives."
         ),
         args=BookAppointmentArgs,
-        database_function="rx_book_appointment",
+        sql=BOOK_APPOINTMENT_SQL,
+        result=Booking,
         speak=speak_booking,
         prepare=prepare_booking,
         refusal_fields=lambda: dict(_NOT_BOOKED),
@@ -294,7 +279,8 @@ FUNCTIONS = [
         name="find_appointments",
         description="List the caller's upcoming appointments.",
         args=CallerArgs,
-        database_function="rx_find_appointments",
+        sql=FIND_APPOINTMENTS_SQL,
+        result=Appointments,
         speak=speak_find,
         prepare=_caller_identity,
         refusal_fields=lambda: {"appointments": []},
@@ -303,7 +289,8 @@ FUNCTIONS = [
         name="cancel_appointment",
         description="Cancel one of the caller's upcoming appointments.",
         args=SelectorArgs,
-        database_function="rx_cancel_appointment",
+        sql=CANCEL_APPOINTMENT_SQL,
+        result=Cancellation,
         speak=speak_cancel,
         prepare=prepare_selector,
         refusal_fields=lambda: {"cancelled": False},
@@ -312,7 +299,8 @@ FUNCTIONS = [
         name="reschedule_appointment",
         description="Move one of the caller's upcoming appointments to a new date and time.",
         args=RescheduleArgs,
-        database_function="rx_reschedule_appointment",
+        sql=RESCHEDULE_APPOINTMENT_SQL,
+        result=Booking,
         speak=speak_reschedule,
         prepare=prepare_selector,
         refusal_fields=lambda: dict(_NOT_BOOKED),

@@ -6,9 +6,8 @@ from typing import Any
 
 from pydantic import Field
 
-from service.functions import Context, Function
 from service.functions.args import Args, Name, Text
-from service.functions.problems import refusal_from
+from service.functions.base import Context, Function, Result
 
 
 class ForwardCallArgs(Args):
@@ -25,20 +24,30 @@ _WHY_NOT = {
 }
 
 
-def speak(result: dict[str, Any], args: ForwardCallArgs, context: Context) -> dict[str, Any]:
-    refusal = refusal_from(result)
-    if refusal is not None:
-        raise refusal
-    if result["forward"]:
+class Forwarding(Result):
+    """rx_forward_call's answer: the number to transfer to, or why not."""
+
+    forward: bool
+    forward_number: str | None = None
+    # Set when forward is false: one of _WHY_NOT's keys.
+    reason: str | None = None
+    voicemail_enabled: bool
+
+
+FORWARD_CALL_SQL = "select rx_forward_call($1, $2::jsonb, $3::jsonb, $4, $5)"
+
+
+def speak(result: Forwarding, args: ForwardCallArgs, context: Context) -> dict[str, Any]:
+    if result.forward:
         return {
             "ok": True,
             "forward": True,
-            "forward_number": result["forward_number"],
+            "forward_number": result.forward_number,
             "message": "I'll put you through to the office now; please hold.",
         }
-    reason = result["reason"]
-    message = _WHY_NOT[reason]
-    if result["voicemail_enabled"]:
+    reason = result.reason
+    message = _WHY_NOT[reason or ""]
+    if result.voicemail_enabled:
         message += ", but I can take a message for the team."
     else:
         message += "."
@@ -46,7 +55,7 @@ def speak(result: dict[str, Any], args: ForwardCallArgs, context: Context) -> di
         "ok": True,
         "forward": False,
         "reason": reason,
-        "voicemail_enabled": result["voicemail_enabled"],
+        "voicemail_enabled": result.voicemail_enabled,
         "message": message,
     }
 
@@ -59,7 +68,8 @@ FUNCTIONS = [
             "transfer to forward_number; otherwise offer to take a message."
         ),
         args=ForwardCallArgs,
-        database_function="rx_forward_call",
+        sql=FORWARD_CALL_SQL,
+        result=Forwarding,
         speak=speak,
         refusal_fields=lambda: {"forward": False},
     )

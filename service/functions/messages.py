@@ -6,9 +6,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
-from service.functions import Context, Function, Refusal
 from service.functions.args import Args, Email, Name, Phone, Text
-from service.functions.problems import phone_or_refuse, refusal_from
+from service.functions.base import Context, Function, Refusal, Result
+from service.functions.problems import ASK_CALLBACK_NUMBER, phone_or_refuse
 
 MessageText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)
@@ -42,35 +42,30 @@ def prepare(args: LeaveVoicemailArgs, context: Context) -> dict[str, Any]:
     out = args.for_database()
     raw = args.caller_phone or context.caller_number
     if raw is None:
-        raise Refusal(
-            "What number should the team call you back on?",
-            reason="no_callback_number",
-        )
+        raise Refusal(ASK_CALLBACK_NUMBER, reason="no_callback_number")
     out["caller_phone"] = phone_or_refuse(raw, context)
     return out
 
 
-def speak(result: dict[str, Any], args: LeaveVoicemailArgs, context: Context) -> dict[str, Any]:
-    problem = result.get("problem")
-    if problem == "voicemail_disabled":
-        raise Refusal(
-            "I'm sorry, this office isn't taking messages by phone. Please call back during "
-            "office hours.",
-            reason="voicemail_disabled",
-        )
-    if problem == "no_callback_number":
-        raise Refusal("What number should the team call you back on?", reason=problem)
-    refusal = refusal_from(result)
-    if refusal is not None:
-        raise refusal
-    urgent = result.get("priority") == "urgent"
+class Saved(Result):
+    """rx_leave_voicemail's answer: the stored message (the same one when a retry repeats it)."""
+
+    voicemail_id: str
+    priority: str
+
+
+LEAVE_VOICEMAIL_SQL = "select rx_leave_voicemail($1, $2::jsonb, $3::jsonb, $4, $5)"
+
+
+def speak(result: Saved, args: LeaveVoicemailArgs, context: Context) -> dict[str, Any]:
+    urgent = result.priority == "urgent"
     message = "I've passed your message to the team"
     message += " and marked it urgent." if urgent else "."
     message += " Someone will get back to you." if args.message_type != "voicemail" else ""
     return {
         "ok": True,
         "saved": True,
-        "voicemail_id": result["voicemail_id"],
+        "voicemail_id": result.voicemail_id,
         "message": message,
     }
 
@@ -82,7 +77,8 @@ FUNCTIONS = [
             "Take a message for the clinic's team (a callback request, a question, a voicemail)."
         ),
         args=LeaveVoicemailArgs,
-        database_function="rx_leave_voicemail",
+        sql=LEAVE_VOICEMAIL_SQL,
+        result=Saved,
         speak=speak,
         prepare=prepare,
         refusal_fields=lambda: {"saved": False},

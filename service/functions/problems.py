@@ -1,12 +1,27 @@
-"""The database's refusals that several functions share, as sentences the agent can say."""
+"""The database's refusals, for every function at once, as sentences the agent can say."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from service.functions import Context, Refusal
+from pydantic import Field
+
 from service.functions.args import normalize_phone
-from service.speech import spoken_date, spoken_list
+from service.functions.base import Appointment, Context, Refusal, Result
+from service.speech import spoken_date, spoken_list, spoken_time
+
+# Asked by leave_voicemail's arguments and by its database function alike.
+ASK_CALLBACK_NUMBER = "What number should the team call you back on?"
+
+
+class Problem(Result):
+    """A database function's answer that is a refusal: its code, and what the sentence needs."""
+
+    problem: str
+    # The clinic's today (ISO), for dates in the past or too far ahead.
+    today: str = ""
+    # Staff names or roles to choose from, or the caller's appointments on the day named.
+    choices: list[str] | list[Appointment] = Field(default_factory=list)
 
 
 def phone_or_refuse(raw: str, context: Context, *, field: str | None = None) -> str:
@@ -22,12 +37,10 @@ def phone_or_refuse(raw: str, context: Context, *, field: str | None = None) -> 
     return normalized
 
 
-def refusal_from(result: dict[str, Any]) -> Refusal | None:
-    """The Refusal for a result's `problem`, or None when the result has none."""
-    problem = result.get("problem")
-    if problem is None:
-        return None
-    today = str(result.get("today", ""))
+def refusal_from(result: dict[str, Any]) -> Refusal:
+    """The Refusal for a result that holds a `problem`."""
+    parsed = Problem.model_validate(result)
+    problem, today = parsed.problem, parsed.today
     if problem == "past_date":
         return Refusal(
             f"That date has already passed; today is {spoken_date(today)}, {today[:4]}. "
@@ -42,7 +55,15 @@ def refusal_from(result: dict[str, Any]) -> Refusal | None:
             reason="too_far",
             today=today,
         )
-    choices = [str(c) for c in result.get("choices", [])]
+    if problem == "ambiguous_appointment":
+        appointments = [c for c in parsed.choices if not isinstance(c, str)]
+        times = spoken_list([spoken_time(a["time"]) for a in appointments[:4]])
+        return Refusal(
+            f"You have more than one appointment that day, at {times}. Which one do you mean?",
+            reason="ambiguous_appointment",
+            choices=appointments,
+        )
+    choices = [str(c) for c in parsed.choices]
     if problem == "unknown_staff":
         if not choices:
             return Refusal(
@@ -73,4 +94,21 @@ def refusal_from(result: dict[str, Any]) -> Refusal | None:
             "Could you give me the phone number and name it was booked under?",
             reason="appointment_not_found",
         )
-    return Refusal("I can't do that right now.", reason=str(problem))
+    if problem == "appointment_cancelled":
+        return Refusal(
+            "That appointment was cancelled, so I can't move it. Shall I book a new one instead?",
+            reason="appointment_cancelled",
+        )
+    if problem in ("appointment_in_past", "appointment_not_movable"):
+        return Refusal(
+            "That appointment has already taken place, so I can't change it.", reason=problem
+        )
+    if problem == "voicemail_disabled":
+        return Refusal(
+            "I'm sorry, this office isn't taking messages by phone. Please call back during "
+            "office hours.",
+            reason="voicemail_disabled",
+        )
+    if problem == "no_callback_number":
+        return Refusal(ASK_CALLBACK_NUMBER, reason=problem)
+    return Refusal("I can't do that right now.", reason=problem)

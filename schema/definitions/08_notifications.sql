@@ -1,99 +1,20 @@
--- Notifications (CONTRACT section 7): each clinic's channels, and the outbox the worker
--- (`python -m service worker`) delivers from. Rows of the outbox are written by the custom
--- functions in the same transaction as the voicemail or appointment they are about.
-
--- A clinic's channels: off until a row is added. `events` null means every event.
-create table notification_endpoints (
-  id uuid primary key default gen_random_uuid(),
-  agent_configuration_id uuid not null references agent_configurations(id) on delete cascade,
-  kind text not null,
-  target text not null,
-  secret text,
-  events text[],
-  is_active boolean not null default true,
-  -- Message text, notes and email addresses go out only where the clinic asks for them.
-  include_details boolean not null default false,
-  -- An urgent message still unread is sent again every remind_after_minutes, remind_times
-  -- times at most (null: never). A second contact is an endpoint of its own whose events are
-  -- only '{voicemail.unread_reminder}'.
-  remind_after_minutes integer,
-  remind_times integer not null default 2,
-  description text,
-  created_at timestamptz not null default now(),
-  updated_at timestamptz not null default now(),
-  constraint notification_endpoints_kind check (kind in ('webhook', 'email', 'sms')),
-  -- https, or plain http on loopback for local testing (the worker sends to it only with
-  -- NOTIFICATIONS_ALLOW_LOOPBACK_HTTP=true).
-  constraint notification_endpoints_webhook_target check (
-    kind <> 'webhook'
-    or target ~* '^https://[^/?#@\s]+([/?#]\S*)?$'
-    or target ~* '^http://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?([/?#]\S*)?$'),
-  constraint notification_endpoints_email_target check (
-    kind <> 'email' or target ~ '^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$'),
-  constraint notification_endpoints_sms_target check (
-    kind <> 'sms' or target ~ '^\+[1-9][0-9]{6,14}$'),
-  -- The Standard Webhooks secret: whsec_ and the base64 of 24 to 64 random bytes.
-  constraint notification_endpoints_webhook_secret check (
-    kind <> 'webhook' or coalesce(secret ~ '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$', false)),
-  constraint notification_endpoints_events check (
-    events <@ array['voicemail.created', 'voicemail.unread_reminder', 'appointment.booked',
-                    'appointment.rescheduled', 'appointment.cancelled']::text[]),
-  constraint notification_endpoints_reminders check (
-    (remind_after_minutes is null or remind_after_minutes between 1 and 1440)
-    and remind_times between 1 and 10)
-);
-
-create index idx_notification_endpoints_configuration
-  on notification_endpoints (agent_configuration_id) where is_active;
-
--- The outbox: one row per event and endpoint, so each channel is retried on its own. The id
--- is the notification's stable id (the webhook-id header) across every attempt. `due_at` is
--- also the lease: a worker that claims a row moves it past the lease, so a crashed worker's
--- row comes due again by itself.
-create table notifications (
-  id uuid primary key default gen_random_uuid(),
-  agent_configuration_id uuid not null references agent_configurations(id) on delete cascade,
-  endpoint_id uuid not null references notification_endpoints(id) on delete cascade,
-  event text not null,
-  voicemail_id uuid references voicemails(id) on delete cascade,
-  appointment_id uuid references appointments(id) on delete cascade,
-  -- The webhook body's `data`, as it was when the event happened.
-  data jsonb not null,
-  -- 1, 2, ... for the reminders of an unread urgent message; null otherwise.
-  reminder integer,
-  status text not null default 'pending',
-  attempts integer not null default 0,
-  due_at timestamptz not null default now(),
-  last_attempt_at timestamptz,
-  -- Why the last attempt failed, in a few words (a status code, "timeout"); never a secret.
-  last_error text,
-  delivered_at timestamptz,
-  created_at timestamptz not null default now(),
-  updated_at timestamptz not null default now(),
-  constraint notifications_status check (status in ('pending', 'delivered', 'failed', 'skipped'))
-);
-
-create index idx_notifications_due on notifications (due_at) where status = 'pending';
-create index idx_notifications_failed on notifications (updated_at) where status = 'failed';
-create index idx_notifications_configuration on notifications (agent_configuration_id);
-create index idx_notifications_endpoint on notifications (endpoint_id);
-create index idx_notifications_voicemail on notifications (voicemail_id)
-  where voicemail_id is not null;
-create index idx_notifications_appointment on notifications (appointment_id)
-  where appointment_id is not null;
+-- Notifications (CONTRACT section 7): queueing them from the rx_ functions (one line each in
+-- 03_scheduling and 05_call_events calls into this file), the call's recording onto its
+-- messages, the failures view, and the tables' row level security and grants. Kept together
+-- here, rather than spread over 02, 06 and 07, so that the outbox reads as one area; the
+-- tables are in 0002_notifications.sql.
 
 alter table notification_endpoints enable row level security;
 alter table notifications enable row level security;
 
--- ---- definitions (move to schema/definitions/ when issue 11's layout lands) ----
-
+drop trigger if exists notification_endpoints_updated_at on notification_endpoints;
 create trigger notification_endpoints_updated_at before update on notification_endpoints
   for each row execute function set_updated_at();
 
 -- Queue `p_event` for every active endpoint of the clinic that takes it (SMS: urgent messages
 -- only), plus the reminders of an urgent message, and wake the workers at commit.
 -- `p_details` (message text, notes, email addresses) is added only for endpoints that opted in.
-create function enqueue_notifications(
+create or replace function enqueue_notifications(
   p_configuration uuid, p_event text, p_data jsonb, p_details jsonb,
   p_voicemail uuid, p_appointment uuid, p_urgent boolean
 ) returns void
@@ -131,7 +52,7 @@ end
 $$;
 
 -- voicemail.created for a message just stored (not for a retry that found it stored).
-create function enqueue_voicemail_notice(cfg agent_configurations, p_voicemail uuid, p_call_id text)
+create or replace function enqueue_voicemail_notice(cfg agent_configurations, p_voicemail uuid, p_call_id text)
 returns void
 language plpgsql as $$
 declare
@@ -158,7 +79,7 @@ $$;
 -- appointment.booked, .rescheduled or .cancelled, from the appointment as appointment_json
 -- gives it; `p_previous` is where a moved appointment was. A move to where it already was (a
 -- retried reschedule) is no news.
-create function enqueue_appointment_notice(
+create or replace function enqueue_appointment_notice(
   cfg agent_configurations, p_event text, p_appointment jsonb, p_previous jsonb
 ) returns void
 language plpgsql as $$
@@ -201,7 +122,7 @@ $$;
 -- it. The call's row is locked first, so that of two such transactions at once the later one
 -- waits and then sees the other's row (a voicemail's foreign key alone does not block an
 -- update of the call).
-create function copy_call_recording(p_call_log uuid) returns void
+create or replace function copy_call_recording(p_call_log uuid) returns void
 language plpgsql as $$
 begin
   perform 1 from customer_call_logs l where l.id = p_call_log for no key update;
@@ -217,13 +138,14 @@ end
 $$;
 
 -- What failed for good, for the clinic's dashboard and the operator.
-create view notification_failures with (security_invoker = true) as
+create or replace view notification_failures with (security_invoker = true) as
 select n.id, n.agent_configuration_id, n.endpoint_id, e.kind, n.event, n.voicemail_id,
        n.appointment_id, n.attempts, n.last_error, n.created_at, n.last_attempt_at
 from notifications n
 join notification_endpoints e on e.id = n.endpoint_id
 where n.status = 'failed';
 
+drop policy if exists "endpoints of own configurations" on notification_endpoints;
 create policy "endpoints of own configurations" on notification_endpoints
   for all to authenticated
   using (exists (select 1 from agent_configurations c
@@ -233,6 +155,7 @@ create policy "endpoints of own configurations" on notification_endpoints
                       where c.id = notification_endpoints.agent_configuration_id
                         and c.user_id = auth.uid()));
 -- Clinics read their notifications; only the service writes them.
+drop policy if exists "notifications of own configurations" on notifications;
 create policy "notifications of own configurations" on notifications
   for select to authenticated
   using (exists (select 1 from agent_configurations c
@@ -240,3 +163,13 @@ create policy "notifications of own configurations" on notifications
 
 grant select, insert, update, delete on notification_endpoints to authenticated;
 grant select on notifications, notification_failures to authenticated;
+
+-- Only the service (the owner) queues notifications or copies recordings; nobody signed in, and
+-- never `anon`, may call these (Supabase serves every function of `public` over HTTP).
+revoke all on function
+  enqueue_notifications(uuid, text, jsonb, jsonb, uuid, uuid, boolean),
+  enqueue_voicemail_notice(agent_configurations, uuid, text),
+  enqueue_appointment_notice(agent_configurations, text, jsonb, jsonb),
+  copy_call_recording(uuid)
+from public;
+revoke all on notification_endpoints, notifications, notification_failures from anon;
