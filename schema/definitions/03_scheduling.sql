@@ -465,6 +465,7 @@ declare
   today date;
   refusal jsonb;
   staff jsonb;
+  booking jsonb;
 begin
   if cfg.id is null then
     return jsonb_build_object('problem', 'unknown_agent');
@@ -480,8 +481,12 @@ begin
   if staff ? 'problem' then
     return staff || jsonb_build_object('timezone', cfg.timezone);
   end if;
-  return book_into(cfg, staff, p_args, p_call, p_now, p_min_notice)
-         || jsonb_build_object('timezone', cfg.timezone, 'today', today);
+  booking := book_into(cfg, staff, p_args, p_call, p_now, p_min_notice);
+  -- Notifications (08_notifications): for a booking made now, not for a retry's replay.
+  if booking ->> 'replayed' = 'false' then
+    perform enqueue_appointment_notice(cfg, 'appointment.booked', booking -> 'appointment', null);
+  end if;
+  return booking || jsonb_build_object('timezone', cfg.timezone, 'today', today);
 end
 $$;
 
@@ -624,6 +629,7 @@ begin
   update appointments set status = 'cancelled'
   where id = (chosen -> 'appointment' ->> 'appointment_id')::uuid
   returning * into cancelled;
+  perform enqueue_appointment_notice(cfg, 'appointment.cancelled', chosen -> 'appointment', null);
   return jsonb_build_object('cancelled', true, 'already', false, 'timezone', cfg.timezone,
                             'appointment', appointment_json(cancelled,
                                                             chosen -> 'appointment' ->> 'staff_name'));
@@ -644,6 +650,7 @@ declare
   current jsonb;
   staff jsonb;
   move_args jsonb;
+  moved jsonb;
 begin
   if cfg.id is null then
     return jsonb_build_object('problem', 'unknown_agent');
@@ -679,8 +686,13 @@ begin
   end if;
   move_args := jsonb_build_object('date', p_args ->> 'new_date', 'time', p_args ->> 'new_time',
                                   'duration_minutes', (current ->> 'duration_minutes')::int);
-  return book_into(cfg, staff, move_args, null, p_now, p_min_notice,
-                   (current ->> 'appointment_id')::uuid)
+  moved := book_into(cfg, staff, move_args, null, p_now, p_min_notice,
+                     (current ->> 'appointment_id')::uuid);
+  if moved ->> 'booked' = 'true' then
+    perform enqueue_appointment_notice(cfg, 'appointment.rescheduled', moved -> 'appointment',
+                                       current);
+  end if;
+  return moved
          || jsonb_build_object('timezone', cfg.timezone, 'today', today, 'previous', current);
 end
 $$;
@@ -727,6 +739,10 @@ begin
     replayed := true;
     select v.id into saved from voicemails v
     where v.call_log_id = call_log and md5(v.transcript) = md5(p_args ->> 'message');
+  else
+    -- 08_notifications: the recording if the call has already ended; the clinic's notices.
+    perform copy_call_recording(call_log);
+    perform enqueue_voicemail_notice(cfg, saved, p_call ->> 'call_id');
   end if;
   return jsonb_build_object('saved', true, 'voicemail_id', saved, 'replayed', replayed,
                             'priority', priority, 'business_name', cfg.business_name);

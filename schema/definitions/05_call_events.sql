@@ -168,6 +168,8 @@ begin
     from customer_call_logs l where l.retell_call_id = call_id;
     return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', true);
   end if;
+  -- 08_notifications: the call's recording onto the messages left during it.
+  perform copy_call_recording(log_id);
   return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', false);
 end
 $$;
