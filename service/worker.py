@@ -132,6 +132,11 @@ class Worker:
                     # E.g. a database not migrated yet: say so, keep trying.
                     log.error("worker_database_error", error=type(exc).__name__, detail=str(exc))
                     wait = self.settings.worker_poll_seconds
+                except Exception:
+                    # Whatever else went wrong in a round, the next one may go right: a worker
+                    # that exits stops every clinic's notifications.
+                    log.exception("worker_round_failed")
+                    wait = self.settings.worker_poll_seconds
                 await _first_of(stop, self._wake, seconds=wait)
         finally:
             if listener is not None:
@@ -177,7 +182,15 @@ class Worker:
             return
         started = time.perf_counter()
         try:
-            await channels.deliver(self.http, notification, self.settings, datetime.now(UTC))
+            try:
+                await channels.deliver(self.http, notification, self.settings, datetime.now(UTC))
+            except DeliveryError:
+                raise
+            except Exception as exc:
+                # A bug or a row we can't render: this notification fails on its own (retried,
+                # then failed), the worker and the rest of the batch go on.
+                log.exception("notification_attempt_crashed", **fields)
+                raise DeliveryError(f"internal error ({type(exc).__name__})") from exc
         except DeliveryError as exc:
             fields["error"] = exc.reason
             if exc.permanent or notification.attempts >= self.settings.notifications_max_attempts:

@@ -284,3 +284,45 @@ async def test_urgent_message_is_sent_again_until_it_is_read(
     assert manager.call_count == 0
     statuses = Counter((r["status"], r["last_error"]) for r in await outbox_rows(db))
     assert statuses == {("delivered", None): 2, ("skipped", "message read"): 3}
+
+
+async def test_notification_that_cannot_be_sent_fails_alone(
+    db: asyncpg.Connection,
+    clinic: Clinic,
+    fast: Settings,
+    no_outbound_http: respx.MockRouter,
+    json_logs: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """A row the worker can't render (here: a booking without its date) is retried and then
+    failed with the crash logged; the other rows of its batch are delivered."""
+    endpoint = await add_endpoint(
+        db,
+        clinic,
+        kind="email",
+        target="frontdesk@brightside.example",
+        events=["appointment.booked"],
+    )
+    await db.execute(
+        "insert into notifications (agent_configuration_id, endpoint_id, event, data)"
+        " values ($1, $2, 'appointment.booked', '{}')",
+        clinic.configuration_id,
+        endpoint,
+    )
+    await add_endpoint(db, clinic)
+    await store_voicemail(db, clinic)
+    route = no_outbound_http.post(HOOK_URL).respond(200)
+    # Mail is configured (nothing listens there: the row never gets as far as connecting).
+    mail = worker_settings(
+        fast, notifications_max_attempts=2, smtp_host="127.0.0.1", smtp_from="n@b.example"
+    )
+    async with worker(mail) as w:
+        await deliver_all(w)
+    assert route.call_count == 1
+    statuses = {(r["event"], r["status"], r["attempts"]) for r in await outbox_rows(db)}
+    assert statuses == {
+        ("appointment.booked", "failed", 2),
+        ("voicemail.created", "delivered", 1),
+    }
+    crashes = [e for e in json_logs() if e["event"] == "notification_attempt_crashed"]
+    assert len(crashes) == 2
+    assert "KeyError" in crashes[0]["exception"]
