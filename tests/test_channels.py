@@ -172,15 +172,18 @@ def twilio_settings(settings: Settings) -> Settings:
     )
 
 
-async def test_urgent_message_is_texted_to_the_on_call_number(
-    db: asyncpg.Connection,
-    clinic: Clinic,
-    twilio_settings: Settings,
-    no_outbound_http: respx.MockRouter,
-) -> None:
-    """Twilio gets To, From and a short Body, with the account's basic auth."""
+@pytest.fixture
+async def urgent_text(db: asyncpg.Connection, clinic: Clinic) -> None:
+    """An on-call number, and an urgent message queued for it."""
     await add_endpoint(db, clinic, kind="sms", target="+16175550142")
     await store_voicemail(db, clinic, urgent=True)
+
+
+@pytest.mark.usefixtures("urgent_text")
+async def test_urgent_message_is_texted_to_the_on_call_number(
+    db: asyncpg.Connection, twilio_settings: Settings, no_outbound_http: respx.MockRouter
+) -> None:
+    """Twilio gets To, From and a short Body, with the account's basic auth."""
     route = no_outbound_http.post(TWILIO_MESSAGES).respond(201, json={"sid": "SM1"})
     async with worker(twilio_settings) as w:
         await deliver_all(w)
@@ -211,15 +214,11 @@ async def test_text_messages_are_for_urgent_messages_only(
     assert await outbox_rows(db) == []
 
 
+@pytest.mark.usefixtures("urgent_text")
 async def test_number_twilio_rejects_fails_at_once(
-    db: asyncpg.Connection,
-    clinic: Clinic,
-    twilio_settings: Settings,
-    no_outbound_http: respx.MockRouter,
+    db: asyncpg.Connection, twilio_settings: Settings, no_outbound_http: respx.MockRouter
 ) -> None:
     """Twilio's 400 (an invalid number) is final; its 500 is retried."""
-    await add_endpoint(db, clinic, kind="sms", target="+16175550142")
-    await store_voicemail(db, clinic, urgent=True)
     no_outbound_http.post(TWILIO_MESSAGES).mock(
         side_effect=[
             httpx.Response(500),

@@ -51,12 +51,12 @@ async def book(client: httpx.AsyncClient, clock: Clock, **args: str) -> dict[str
     return await call(client, clock, "book_appointment", args, call_id="call_outbox_1")
 
 
+@pytest.mark.usefixtures("channels")
 async def test_booking_queues_one_notification_per_interested_channel(
     client: httpx.AsyncClient,
     clock: Clock,
     db: asyncpg.Connection,
     clinic: Clinic,
-    channels: dict[str, uuid.UUID],
 ) -> None:
     """appointment.booked for the webhook and the email; SMS is for urgent messages only."""
     result = await book(client, clock, notes="Sensitive tooth, lower left")
@@ -86,12 +86,11 @@ async def test_booking_queues_one_notification_per_interested_channel(
     assert {r["appointment_id"] for r in rows} == {uuid.UUID(str(result["appointment_id"]))}
 
 
+@pytest.mark.usefixtures("channels")
 async def test_retried_booking_queues_nothing_more(
     client: httpx.AsyncClient,
     clock: Clock,
     db: asyncpg.Connection,
-    clinic: Clinic,
-    channels: dict[str, uuid.UUID],
 ) -> None:
     """Retell's retry of the same booking answers the first result and notifies no one again."""
     first = await book(client, clock)
@@ -100,12 +99,12 @@ async def test_retried_booking_queues_nothing_more(
     assert len(await outbox_rows(db)) == 2
 
 
+@pytest.mark.usefixtures("channels")
 async def test_refused_booking_leaves_no_notification(
     client: httpx.AsyncClient,
     clock: Clock,
     db: asyncpg.Connection,
     clinic: Clinic,
-    channels: dict[str, uuid.UUID],
 ) -> None:
     """A taken slot, a date in the past, an unknown staff member: no rows in the outbox."""
     await add_appointment(db, clinic.staff["Dr. Ada Lee"], WEDNESDAY_DATE, time(10))
@@ -116,12 +115,12 @@ async def test_refused_booking_leaves_no_notification(
     assert await outbox_rows(db) == []
 
 
+@pytest.mark.usefixtures("channels")
 async def test_booking_answered_503_leaves_no_notification(
     make_app: Callable[..., Starlette],
     clock: Clock,
     db: asyncpg.Connection,
     clinic: Clinic,
-    channels: dict[str, uuid.UUID],
 ) -> None:
     """A booking stopped at the deadline (its staff member locked elsewhere) leaves nothing."""
     app = make_app(request_deadline_seconds=0.5)
@@ -159,12 +158,11 @@ def _booking_body(clinic: Clinic) -> dict[str, object]:
     return body
 
 
+@pytest.mark.usefixtures("channels")
 async def test_moves_and_cancellations_are_notified_once(
     client: httpx.AsyncClient,
     clock: Clock,
     db: asyncpg.Connection,
-    clinic: Clinic,
-    channels: dict[str, uuid.UUID],
 ) -> None:
     """rescheduled carries where it was; a repeated move or cancel queues nothing new."""
     booked = await book(client, clock)
@@ -189,12 +187,11 @@ async def test_moves_and_cancellations_are_notified_once(
     assert email == ["appointment.booked"]
 
 
+@pytest.mark.usefixtures("channels")
 async def test_voicemail_queues_its_notice_and_sms_only_when_urgent(
     client: httpx.AsyncClient,
     clock: Clock,
     db: asyncpg.Connection,
-    clinic: Clinic,
-    channels: dict[str, uuid.UUID],
 ) -> None:
     """Each message once (a retry stores and queues nothing more); urgent ones also by SMS."""
     args = {"message": "Please call about my bill.", "caller_name": "James Whitaker"}

@@ -82,15 +82,23 @@ async def test_opted_in_endpoint_gets_the_message_text(
     assert "caller_email" not in plain_data
 
 
-async def test_receiver_500_then_200_gets_the_same_id_twice(
-    db: asyncpg.Connection, clinic: Clinic, fast: Settings, no_outbound_http: respx.MockRouter
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.Response(500), httpx.ReadTimeout("silent"), httpx.ConnectError("refused")],
+    ids=["500", "no answer", "refused"],
+)
+async def test_failed_attempt_is_retried_with_the_same_id(
+    db: asyncpg.Connection,
+    clinic: Clinic,
+    fast: Settings,
+    no_outbound_http: respx.MockRouter,
+    failure: httpx.Response | Exception,
 ) -> None:
-    """A failed attempt is retried with the same webhook-id and body; then it is delivered."""
+    """A receiver answering 500, not answering or refusing, then 200: the same webhook-id and
+    body twice, then delivered."""
     await add_endpoint(db, clinic)
     await store_voicemail(db, clinic)
-    route = no_outbound_http.post(HOOK_URL).mock(
-        side_effect=[httpx.Response(500), httpx.Response(200)]
-    )
+    route = no_outbound_http.post(HOOK_URL).mock(side_effect=[failure, httpx.Response(200)])
     async with worker(fast) as w:
         await deliver_all(w)
     assert route.call_count == 2
@@ -99,22 +107,6 @@ async def test_receiver_500_then_200_gets_the_same_id_twice(
     assert first.content == second.content
     [row] = await outbox_rows(db)
     assert (row["status"], row["attempts"], row["last_error"]) == ("delivered", 2, None)
-
-
-async def test_receiver_that_does_not_answer_is_retried(
-    db: asyncpg.Connection, clinic: Clinic, fast: Settings, no_outbound_http: respx.MockRouter
-) -> None:
-    """A timeout counts as a failed attempt, retried later."""
-    await add_endpoint(db, clinic)
-    await store_voicemail(db, clinic)
-    route = no_outbound_http.post(HOOK_URL).mock(
-        side_effect=[httpx.ReadTimeout("silent"), httpx.Response(202)]
-    )
-    async with worker(fast) as w:
-        await deliver_all(w)
-    assert route.call_count == 2
-    [row] = await outbox_rows(db)
-    assert (row["status"], row["attempts"]) == ("delivered", 2)
 
 
 async def test_notification_that_keeps_failing_is_marked_failed_and_shown(
