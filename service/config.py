@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     # LISTEN/NOTIFY wakes the worker at once; this is the fallback when a wake-up is missed.
     worker_poll_seconds: float = Field(default=5.0, gt=0, le=300)
-    notifications_max_attempts: int = Field(default=12, ge=1, le=100)
+    # 24 with the default backoff: between about 8 and 15 hours of trying.
+    notifications_max_attempts: int = Field(default=24, ge=1, le=100)
     notifications_retry_base_seconds: float = Field(default=10.0, gt=0, le=3600)
     notifications_retry_cap_seconds: float = Field(default=3600.0, gt=0, le=86400)
     # CONTRACT: a receiver that has not answered within 10 s gets the notification again later.

@@ -117,7 +117,8 @@ async def test_notification_that_keeps_failing_is_marked_failed_and_shown(
     make_app: Callable[..., Starlette],
     json_logs: Callable[[], list[dict[str, Any]]],
 ) -> None:
-    """After the last attempt: status failed, in notification_failures, /metrics and the log."""
+    """After the last attempt: status failed, in notification_failures, /metrics and the log;
+    sent again, with its id, once the operator asks."""
     await add_endpoint(db, clinic)
     await store_voicemail(db, clinic)
     route = no_outbound_http.post(HOOK_URL).respond(503)
@@ -145,6 +146,17 @@ async def test_notification_that_keeps_failing_is_marked_failed_and_shown(
             text = (await c.get("/metrics")).text
     assert 'notifications{status="failed"} 1.0' in text
     assert 'notifications{status="pending"} 0.0' in text
+    # The receiver mended, the operator sends the failed ones again (README): same id.
+    await db.execute(
+        "update notifications set status = 'pending', attempts = 0, due_at = now()"
+        " where status = 'failed'"
+    )
+    route.respond(200)
+    async with worker(worker_settings(settings, notifications_max_attempts=3)) as w:
+        await deliver_all(w)
+    [again] = await outbox_rows(db)
+    assert (again["status"], again["attempts"]) == ("delivered", 1)
+    assert route.calls.last.request.headers["webhook-id"] == str(row["id"])
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap(settings: Settings) -> None:
