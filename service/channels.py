@@ -289,9 +289,14 @@ async def send_email(notification: Notification, settings: Settings) -> None:
         )
     except aiosmtplib.SMTPRecipientsRefused:
         raise DeliveryError("recipient refused", permanent=True) from None
-    except aiosmtplib.SMTPResponseException as exc:
-        # 5xx is the server's final answer about this message; 4xx is "try again later".
+    except (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError) as exc:
+        # A 5xx about this recipient or this message is the server's final answer; 4xx is "try
+        # again later".
         raise DeliveryError(f"SMTP {exc.code}", permanent=500 <= exc.code < 600) from None
+    except aiosmtplib.SMTPResponseException as exc:
+        # The account or the sender (a wrong password, SMTP_FROM refused): the operator's to
+        # mend, and the mail goes out once they have.
+        raise DeliveryError(f"SMTP {exc.code} ({type(exc).__name__})") from None
     except (aiosmtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"SMTP {type(exc).__name__}") from None
 

@@ -33,11 +33,21 @@ TWILIO_MESSAGES = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Mess
 
 
 class Mailbox:
-    """An aiosmtpd handler that keeps every message it accepts, or refuses recipients."""
+    """An aiosmtpd handler (its hooks named as aiosmtpd calls them) that keeps every message it
+    accepts, or refuses the sender or the recipients."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
         self.refuse_with: str | None = None
+        self.refuse_sender_with: str | None = None
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if self.refuse_sender_with:
+            return self.refuse_sender_with
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
@@ -133,6 +143,25 @@ async def test_refused_recipient_fails_without_retrying(
     [row] = await outbox_rows(db)
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert mailbox[0].messages == []
+
+
+async def test_refused_sender_is_the_operators_to_mend_and_is_retried(
+    db: asyncpg.Connection, clinic: Clinic, smtp_settings: Settings, mailbox: tuple[Mailbox, int]
+) -> None:
+    """A 553 for SMTP_FROM (the operator's setting, not the clinic's address) keeps the mail
+    waiting; it goes out once the server takes the sender."""
+    mailbox[0].refuse_sender_with = "553 5.7.1 Sender address rejected"
+    await add_endpoint(db, clinic, kind="email", target="frontdesk@brightside.example")
+    await store_voicemail(db, clinic)
+    async with worker(smtp_settings) as w:
+        await w.deliver_due()
+        [row] = await outbox_rows(db)
+        assert (row["status"], row["last_error"]) == ("pending", "SMTP 553 (SMTPSenderRefused)")
+        mailbox[0].refuse_sender_with = None
+        await deliver_all(w)
+    assert len(mailbox[0].messages) == 1
+    [row] = await outbox_rows(db)
+    assert row["status"] == "delivered"
 
 
 async def test_mail_server_down_is_retried_then_delivered(
