@@ -53,7 +53,9 @@ create index idx_notification_endpoints_configuration
 -- row comes due again by itself.
 create table notifications (
   id uuid primary key default gen_random_uuid(),
-  agent_configuration_id uuid not null references agent_configurations(id) on delete cascade,
+  -- The endpoint's clinic, for reading by clinic; no foreign key of its own (the endpoint's
+  -- cascades), which spares each queued row one more check in the booking's transaction.
+  agent_configuration_id uuid not null,
   endpoint_id uuid not null references notification_endpoints(id) on delete cascade,
   event text not null,
   voicemail_id uuid references voicemails(id) on delete cascade,

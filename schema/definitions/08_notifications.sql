@@ -14,37 +14,43 @@ create trigger notification_endpoints_updated_at before update on notification_e
 -- Queue `p_event` for every active endpoint of the clinic that takes it (SMS: urgent messages
 -- only), plus the reminders of an urgent message, and wake the workers at commit.
 -- `p_details` (message text, notes, email addresses) is added only for endpoints that opted in.
+-- Two plain inserts rather than one over a lateral union, each planned once per session
+-- (generic plans): planning the union afresh on each call cost ~0.1 ms (bench/NOTES.md).
 create or replace function enqueue_notifications(
   p_configuration uuid, p_event text, p_data jsonb, p_details jsonb,
   p_voicemail uuid, p_appointment uuid, p_urgent boolean
 ) returns void
-language plpgsql as $$
+language plpgsql
+set plan_cache_mode = force_generic_plan
+as $$
 declare
   queued integer;
 begin
   insert into notifications (
-    agent_configuration_id, endpoint_id, event, voicemail_id, appointment_id, data, reminder,
-    due_at
+    agent_configuration_id, endpoint_id, event, voicemail_id, appointment_id, data
   )
-  select p_configuration, e.id, q.event, p_voicemail, p_appointment,
+  select p_configuration, e.id, p_event, p_voicemail, p_appointment,
          case when e.include_details then p_data || p_details else p_data end
-           || case when q.reminder is null then '{}'::jsonb
-                   else jsonb_build_object('reminder', q.reminder, 'reminders', e.remind_times) end,
-         q.reminder,
-         now() + make_interval(mins => coalesce(q.reminder * e.remind_after_minutes, 0))
   from notification_endpoints e
-  cross join lateral (
-    select p_event as event, null::integer as reminder
-    where e.events is null or p_event = any(e.events)
-    union all
-    select 'voicemail.unread_reminder', n
-    from generate_series(1, e.remind_times) n
-    where p_urgent and e.remind_after_minutes is not null
-      and (e.events is null or 'voicemail.unread_reminder' = any(e.events))
-  ) q
   where e.agent_configuration_id = p_configuration and e.is_active
+    and (e.events is null or p_event = any(e.events))
     and (e.kind <> 'sms' or p_urgent);
   get diagnostics queued = row_count;
+  if p_urgent then
+    insert into notifications (
+      agent_configuration_id, endpoint_id, event, voicemail_id, appointment_id, data, reminder,
+      due_at
+    )
+    select p_configuration, e.id, 'voicemail.unread_reminder', p_voicemail, p_appointment,
+           case when e.include_details then p_data || p_details else p_data end
+             || jsonb_build_object('reminder', n, 'reminders', e.remind_times),
+           n, now() + make_interval(mins => n * e.remind_after_minutes)
+    from notification_endpoints e
+    cross join generate_series(1, e.remind_times) n
+    where e.agent_configuration_id = p_configuration and e.is_active
+      and e.remind_after_minutes is not null
+      and (e.events is null or 'voicemail.unread_reminder' = any(e.events));
+  end if;
   if queued > 0 then
     perform pg_notify('notifications', '');
   end if;
