@@ -54,7 +54,7 @@ create or replace function enqueue_appointment_notice(
 create or replace function copy_call_recording(p_call_log uuid) returns void
 language plpgsql as $$ begin end $$;
 """
-DEFINITIONS = ROOT / "schema" / "definitions" / "08_notifications.sql"
+DEFINITIONS = ROOT / "schema" / "definitions" / "09_notifications.sql"
 VARIANTS = ("before", "no channels", "two channels")
 
 

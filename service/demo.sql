@@ -23,6 +23,11 @@ insert into agent_configurations (
   'America/New_York'
 ) on conflict (id) do nothing;
 
+-- The operator's assignment of the demo agent id to the demo clinic's owner.
+insert into agent_configs (id, user_id, agent_id) values (
+  'd0000000-0000-4000-8000-0000000000d1', 'd0000000-0000-4000-8000-000000000001', 'agent_7c41e9b2d05a4f83b6e2c19d0a'
+) on conflict (id) do nothing;
+
 insert into staff_members (id, agent_configuration_id, staff_name, staff_role,
                            default_appointment_duration, buffer_time_before, buffer_time_after)
 values

@@ -112,7 +112,8 @@ class Metrics:
         )
         self.webhook_events = Counter(
             "webhook_events",
-            "Webhook events by outcome: stored, duplicate (absorbed), ignored, unknown_agent; "
+            "Webhook events by outcome: stored, duplicate (absorbed), ignored, unknown_agent, "
+            "other_clinic (the call id is another clinic's); "
             "call_inbound: answered, unknown_agent, fallback.",
             ["event", "outcome"],
             registry=self.registry,
@@ -167,8 +168,8 @@ class Metrics:
             self._labelled(self.bookings, function, "refused", reason).inc()
 
     def webhook_event(self, event: str, outcome: str) -> None:
-        """Count one webhook event: stored, duplicate, ignored, unknown_agent; for call_inbound
-        answered, unknown_agent or fallback (Retell's defaults were sent)."""
+        """Count one webhook event: stored, duplicate, ignored, unknown_agent, other_clinic; for
+        call_inbound answered, unknown_agent or fallback (Retell's defaults were sent)."""
         label = event if event in WEBHOOK_EVENTS else "other"
         self._labelled(self.webhook_events, label, outcome).inc()
 

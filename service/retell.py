@@ -6,10 +6,10 @@ import hashlib
 import hmac
 import re
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from starlette.requests import Request
 
 from service.errors import ServiceError
@@ -116,13 +116,18 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
+# Retell's call and agent ids are a few dozen characters; the database holds every stored one
+# to this length (schema/0002_tenancy.sql), and longer ones are refused before it.
+RetellId = Annotated[str, StringConstraints(max_length=128)]
+
+
 class Call(BaseModel):
     """The fields of Retell's call object this service reads; the rest is ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
-    call_id: str | None = None
-    agent_id: str | None = None
+    call_id: RetellId | None = None
+    agent_id: RetellId | None = None
     call_type: str | None = None
     call_status: str | None = None
     direction: str | None = None
@@ -147,12 +152,7 @@ def function_envelope(body: dict[str, Any], request: Request) -> tuple[str, Call
     if "call" in body:
         if not isinstance(body["call"], dict):
             raise ServiceError(422, "malformed_envelope", "`call` must be an object.")
-        try:
-            call = Call.model_validate(body["call"])
-        except ValidationError:
-            raise ServiceError(
-                422, "malformed_envelope", "`call` has fields of the wrong type."
-            ) from None
+        call = _call(body["call"])
         args = body.get("args", {})
         agent_id = call.agent_id or query_agent
     else:
@@ -162,7 +162,7 @@ def function_envelope(body: dict[str, Any], request: Request) -> tuple[str, Call
                 "malformed_envelope",
                 "The body has no `call`, and no `agent_id` query parameter was given.",
             )
-        call = Call(call_id=_query_param(request, "call_id"), agent_id=query_agent)
+        call = _call({"call_id": _query_param(request, "call_id"), "agent_id": query_agent})
         args = body
         agent_id = query_agent
     if not isinstance(args, dict):
@@ -170,6 +170,15 @@ def function_envelope(body: dict[str, Any], request: Request) -> tuple[str, Call
     if not agent_id or not isinstance(agent_id, str):
         raise ServiceError(422, "malformed_envelope", "The call has no `agent_id`.")
     return agent_id, call, args
+
+
+def _call(fields: dict[str, Any]) -> Call:
+    try:
+        return Call.model_validate(fields)
+    except ValidationError as error:
+        raise ServiceError(
+            422, "malformed_envelope", "In `call`: " + validation_message(error)
+        ) from None
 
 
 def validation_message(error: ValidationError) -> str:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import ServiceError, json_response
-from service.retell import parse_object, signed_body, validation_message
+from service.retell import RetellId, parse_object, signed_body, validation_message
 from service.speech import OpenInterval, Visit, spoken_hours, spoken_list, spoken_slot
 from service.state import DATABASE_UNAVAILABLE, State, state_of
 
@@ -60,8 +60,8 @@ class EventCall(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    call_id: str
-    agent_id: str | None = None
+    call_id: RetellId
+    agent_id: RetellId | None = None
     call_type: str | None = None
     call_status: str | None = None
     direction: str | None = None
@@ -149,6 +149,9 @@ class StoredEvent(BaseModel):
 
 
 CALL_EVENT_SQL = "select rx_call_event($1, $2::text::jsonb)"
+# rx_call_event's problems for an event it keeps nothing of, by metric outcome: no active clinic
+# has the agent id, or the call id's row belongs to another clinic (nothing is merged into it).
+NOT_STORED = {"unknown_agent": "unknown_agent", "call_of_another_clinic": "other_clinic"}
 
 
 async def call_event(request: Request) -> Response:
@@ -183,10 +186,11 @@ async def call_event(request: Request) -> Response:
             400, "unstorable_event", "The event holds text the database cannot store."
         ) from None
     result = StoredEvent.model_validate(stored)
-    if result.problem == "unknown_agent":
+    if result.problem in NOT_STORED:
         # Acknowledged all the same: a retry would meet the same answer.
-        log.warning("call_event_unknown_agent")
-        state.metrics.webhook_event(event.event, "unknown_agent")
+        outcome = NOT_STORED[result.problem]
+        log.warning("call_event_not_stored", reason=outcome)
+        state.metrics.webhook_event(event.event, outcome)
         return Response(status_code=204)
     if result.problem == "no_call_id":
         raise ServiceError(400, "malformed_event", "The call has an empty `call_id`.")

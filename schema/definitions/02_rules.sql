@@ -297,11 +297,19 @@ drop trigger if exists staff_time_off_updated_at on staff_time_off;
 create trigger staff_time_off_updated_at before update on staff_time_off
   for each row execute function set_updated_at();
 
+-- The key of a staff member's booking lock (lock_staff). A function of its own because
+-- appointments_guard, which runs with a signed-in user's rights too, takes the lock by its key:
+-- no user needs the right to call lock_staff.
+create or replace function staff_lock_key(staff_id uuid) returns bigint
+language sql immutable as $$
+  select hashtextextended('staff:' || staff_id::text, 0)
+$$;
+
 -- The per-staff lock every writer of appointments takes before deciding on overlap. Taken in
 -- the same transaction as the check, it turns check-then-insert into a safe sequence.
 create or replace function lock_staff(staff_id uuid) returns void
 language sql as $$
-  select pg_advisory_xact_lock(hashtextextended('staff:' || staff_id::text, 0))
+  select pg_advisory_xact_lock(staff_lock_key(staff_id))
 $$;
 
 -- Every appointment row's checks, owner and instants, and the overlap test under the staff
@@ -357,7 +365,7 @@ begin
   new.ends_at := new.starts_at + make_interval(mins => new.duration_minutes);
 
   if new.status <> 'cancelled' then
-    perform lock_staff(new.staff_member_id);
+    perform pg_advisory_xact_lock(staff_lock_key(new.staff_member_id));
     if exists (
       select 1 from appointments a
       where a.staff_member_id = new.staff_member_id

@@ -281,7 +281,8 @@ begin
 end
 $$;
 
--- The call's customer_call_logs row, created when the call's webhook has not arrived yet.
+-- The call's customer_call_logs row, created when the call's webhook has not arrived yet; null
+-- when the call id is another configuration's (nothing of this call is linked to its row).
 create or replace function ensure_call_log(cfg agent_configurations, p_call jsonb) returns uuid
 language plpgsql as $$
 declare
@@ -291,7 +292,8 @@ begin
   if call_id is null then
     return null;
   end if;
-  select l.id into log_id from customer_call_logs l where l.retell_call_id = call_id;
+  select l.id into log_id from customer_call_logs l
+  where l.retell_call_id = call_id and l.agent_configuration_id = cfg.id;
   if log_id is not null then
     return log_id;
   end if;
@@ -308,7 +310,8 @@ begin
   on conflict (retell_call_id) do nothing
   returning id into log_id;
   if log_id is null then
-    select l.id into log_id from customer_call_logs l where l.retell_call_id = call_id;
+    select l.id into log_id from customer_call_logs l
+    where l.retell_call_id = call_id and l.agent_configuration_id = cfg.id;
   end if;
   return log_id;
 end
@@ -401,7 +404,7 @@ begin
   end loop;
   -- Read under the locks, so a concurrent retry of this call's booking has committed by now.
   select l.id into call_log from customer_call_logs l
-  where l.retell_call_id = nullif(p_call ->> 'call_id', '');
+  where l.retell_call_id = nullif(p_call ->> 'call_id', '') and l.agent_configuration_id = cfg.id;
   if p_move is null and call_log is not null then
     -- A retry of a booking this call already made answers with that booking, whichever of
     -- the staff members it went to.
@@ -482,7 +485,7 @@ begin
     return staff || jsonb_build_object('timezone', cfg.timezone);
   end if;
   booking := book_into(cfg, staff, p_args, p_call, p_now, p_min_notice);
-  -- Notifications (08_notifications): for a booking made now, not for a retry's replay.
+  -- Notifications (09_notifications): for a booking made now, not for a retry's replay.
   if booking ->> 'replayed' = 'false' then
     perform enqueue_appointment_notice(cfg, 'appointment.booked', booking -> 'appointment', null);
   end if;
@@ -740,7 +743,7 @@ begin
     select v.id into saved from voicemails v
     where v.call_log_id = call_log and md5(v.transcript) = md5(p_args ->> 'message');
   else
-    -- 08_notifications: the recording if the call has already ended; the clinic's notices.
+    -- 09_notifications: the recording if the call has already ended; the clinic's notices.
     perform copy_call_recording(call_log);
     perform enqueue_voicemail_notice(cfg, saved, p_call ->> 'call_id');
   end if;

@@ -96,21 +96,53 @@ language sql immutable as $$
          call_event_json(events, '{metadata}')
 $$;
 
+-- A field name that marks its value as a credential: Retell's access_token (a web call's key
+-- to its room), and names ending in token, secret, password or api_key.
+create or replace function is_secret_name(name text) returns boolean
+language sql immutable as $$ select name ~* '(^|_)(token|secret|password|api_?key)$' $$;
+
+-- A call event's body without credentials: the secret-named fields of the call object and of
+-- its dynamic variables go; everything else (transcript, analysis, costs, metadata) is kept.
+create or replace function without_secrets(p_body jsonb) returns jsonb
+language plpgsql immutable as $$
+declare
+  cleaned jsonb := p_body;
+  path text[];
+  secrets text[];
+begin
+  for path, secrets in
+    select o.path, array_agg(k.key)
+    from (values ('{call}'::text[]), ('{call,retell_llm_dynamic_variables}'),
+                 ('{call,collected_dynamic_variables}')) o(path),
+         jsonb_object_keys(case when jsonb_typeof(p_body #> o.path) = 'object'
+                                then p_body #> o.path else '{}'::jsonb end) k(key)
+    where is_secret_name(k.key)
+    group by o.path
+  loop
+    cleaned := jsonb_set(cleaned, path, (cleaned #> path) - secrets);
+  end loop;
+  return cleaned;
+end
+$$;
+
 -- Store one call event (call_started, call_ended or call_analyzed) in the call's row, creating
 -- it or merging into it: the row a custom function made mid-call (ensure_call_log), or one that
 -- earlier events of the call filled. One statement, so concurrent copies of the same or other
 -- events serialise on the row and each merges into what the previous one committed. Returns
 -- {"call_log_id", "call_status"}, or {"problem": "unknown_agent"} when no active configuration
--- has the call's agent_id (nothing is stored then), or {"problem": "no_call_id"}.
+-- has the call's agent_id (nothing is stored then), or {"problem": "no_call_id"}, or
+-- {"problem": "call_of_another_clinic"} when the call's row belongs to another configuration
+-- (nothing is merged into it). The stored body is without_secrets'.
 create or replace function rx_call_event(p_event text, p_body jsonb) returns jsonb
 language plpgsql as $$
 declare
   -- Path lookups: `p_body -> 'call'` copied the whole call object (the bulk of the body) twice.
   cfg agent_configurations := configuration_for_agent(p_body #>> '{call,agent_id}');
   call_id text := nullif(p_body #>> '{call,call_id}', '');
-  received jsonb := jsonb_build_object(p_event, p_body);
+  received jsonb := jsonb_build_object(p_event, without_secrets(p_body));
   log_id uuid;
   status text;
+  holder uuid;
 begin
   if cfg.id is null then
     return jsonb_build_object('problem', 'unknown_agent');
@@ -161,14 +193,17 @@ begin
            call_event_fields(m.events) f)
   -- A copy of an event already stored (Retell's retries and duplicates) changes nothing: the
   -- row is derived from the set of events, and that set already holds this one.
-  where not (l.events ? p_event)
+  where not (l.events ? p_event) and l.agent_configuration_id = cfg.id
   returning l.id, l.call_status into log_id, status;
   if log_id is null then
-    select l.id, l.call_status into log_id, status
+    select l.id, l.call_status, l.agent_configuration_id into log_id, status, holder
     from customer_call_logs l where l.retell_call_id = call_id;
+    if holder is distinct from cfg.id then
+      return jsonb_build_object('problem', 'call_of_another_clinic');
+    end if;
     return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', true);
   end if;
-  -- 08_notifications: the call's recording onto the messages left during it.
+  -- 09_notifications: the call's recording onto the messages left during it.
   perform copy_call_recording(log_id);
   return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', false);
 end

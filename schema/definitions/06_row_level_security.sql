@@ -15,8 +15,16 @@ alter table agent_configs enable row level security;
 
 grant select, insert, update, delete on
   agent_configurations, staff_members, staff_availability, staff_time_off, appointments,
-  voicemails, call_scripts, customer_call_logs, profiles, agent_configs
+  voicemails, call_scripts, profiles
 to authenticated;
+-- Call logs come only from Retell's traffic through the service, and agent_configs (which
+-- agent id routes to which user) is the operator's: a signed-in user reads their own rows
+-- there, and may delete their own call logs. Revoked as well as not granted: Supabase's
+-- platform grants every privilege on new tables to authenticated.
+grant select, delete on customer_call_logs to authenticated;
+revoke insert, update, truncate on customer_call_logs from authenticated;
+grant select on agent_configs to authenticated;
+revoke insert, update, delete, truncate on agent_configs from authenticated;
 
 -- The remembered availability days are not in `public`, so not served by Supabase's HTTP API;
 -- locked all the same, since the service (the owner) is their only reader.
@@ -60,13 +68,16 @@ create policy "own call scripts" on call_scripts for all to authenticated
   using (user_id = auth.uid()) with check (user_id = auth.uid());
 
 drop policy if exists "own call logs" on customer_call_logs;
-create policy "own call logs" on customer_call_logs for all to authenticated
-  using (user_id = auth.uid()) with check (user_id = auth.uid());
+create policy "own call logs" on customer_call_logs for select to authenticated
+  using (user_id = auth.uid());
+drop policy if exists "own call logs deleted" on customer_call_logs;
+create policy "own call logs deleted" on customer_call_logs for delete to authenticated
+  using (user_id = auth.uid());
 
 drop policy if exists "own profile" on profiles;
 create policy "own profile" on profiles for all to authenticated
   using (id = auth.uid()) with check (id = auth.uid());
 
 drop policy if exists "own agent configs" on agent_configs;
-create policy "own agent configs" on agent_configs for all to authenticated
-  using (user_id = auth.uid()) with check (user_id = auth.uid());
+create policy "own agent configs" on agent_configs for select to authenticated
+  using (user_id = auth.uid());

@@ -1,7 +1,7 @@
 -- Notifications (CONTRACT section 7): each clinic's channels, and the outbox the worker
 -- (`python -m service worker`) delivers from. Rows of the outbox are written by the rx_
 -- functions in the same transaction as the voicemail or appointment they are about; the
--- functions, policies and grants are in definitions/08_notifications.sql.
+-- functions, policies and grants are in definitions/09_notifications.sql.
 
 -- A clinic's channels: off until a row is added. `events` null means every event.
 create table notification_endpoints (

@@ -2,7 +2,7 @@
 -- 03_scheduling and 05_call_events calls into this file), the call's recording onto its
 -- messages, the failures view, and the tables' row level security and grants. Kept together
 -- here, rather than spread over 02, 06 and 07, so that the outbox reads as one area; the
--- tables are in 0002_notifications.sql.
+-- tables are in 0003_notifications.sql.
 
 alter table notification_endpoints enable row level security;
 alter table notifications enable row level security;
