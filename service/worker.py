@@ -51,7 +51,7 @@ with due as (
 ), claimed as (
   update notifications n
   set attempts = n.attempts + 1, due_at = now() + make_interval(secs => $2),
-      last_attempt_at = now(), updated_at = now()
+      last_attempt_at = now()
   from due
   where n.id = due.id
   returning n.id, n.endpoint_id, n.event, n.data, n.attempts, n.created_at, n.voicemail_id,
@@ -71,7 +71,7 @@ left join voicemails v on v.id = c.voicemail_id
 SETTLE = """
 update notifications
 set status = $3, due_at = now() + make_interval(secs => $4), last_error = $5,
-    delivered_at = case when $3 = 'delivered' then now() end, updated_at = now()
+    delivered_at = case when $3 = 'delivered' then now() end
 where id = $1 and status = 'pending' and ($3 = 'delivered' or attempts = $2)
 """
 

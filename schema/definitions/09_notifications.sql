@@ -11,6 +11,10 @@ drop trigger if exists notification_endpoints_updated_at on notification_endpoin
 create trigger notification_endpoints_updated_at before update on notification_endpoints
   for each row execute function set_updated_at();
 
+drop trigger if exists notifications_updated_at on notifications;
+create trigger notifications_updated_at before update on notifications
+  for each row execute function set_updated_at();
+
 -- Queue `p_event` for every active endpoint of the clinic that takes it (SMS: urgent messages
 -- only), plus the reminders of an urgent message, and wake the workers at commit.
 -- `p_details` (message text, notes, email addresses) is added only for endpoints that opted in.
