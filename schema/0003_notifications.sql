@@ -58,8 +58,11 @@ create table notifications (
   agent_configuration_id uuid not null,
   endpoint_id uuid not null references notification_endpoints(id) on delete cascade,
   event text not null,
-  voicemail_id uuid references voicemails(id) on delete cascade,
-  appointment_id uuid references appointments(id) on delete cascade,
+  -- What it is about. Not foreign keys: the outbox is a record of what was sent, and a key
+  -- would stop `truncate appointments` (or voicemails) and cost each queued row a check. Rows
+  -- about a deleted message or appointment are found by these ids (indexed).
+  voicemail_id uuid,
+  appointment_id uuid,
   -- The webhook body's `data`, as it was when the event happened.
   data jsonb not null,
   -- 1, 2, ... for the reminders of an unread urgent message; null otherwise.
