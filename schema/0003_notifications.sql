@@ -56,7 +56,10 @@ create table notifications (
   -- The endpoint's clinic, for reading by clinic; no foreign key of its own (the endpoint's
   -- cascades), which spares each queued row one more check in the booking's transaction.
   agent_configuration_id uuid not null,
-  endpoint_id uuid not null references notification_endpoints(id) on delete cascade,
+  -- Not a foreign key either: a key would lock the endpoint's row (for key share) in every
+  -- booking's transaction, all of a clinic's bookings on the same rows. The worker skips the
+  -- rows of an endpoint that was deleted.
+  endpoint_id uuid not null,
   event text not null,
   -- What it is about. Not foreign keys: the outbox is a record of what was sent, and a key
   -- would stop `truncate appointments` (or voicemails) and cost each queued row a check. Rows
@@ -82,7 +85,6 @@ create table notifications (
 create index idx_notifications_due on notifications (due_at) where status = 'pending';
 create index idx_notifications_failed on notifications (updated_at) where status = 'failed';
 create index idx_notifications_configuration on notifications (agent_configuration_id);
-create index idx_notifications_endpoint on notifications (endpoint_id);
 create index idx_notifications_voicemail on notifications (voicemail_id)
   where voicemail_id is not null;
 create index idx_notifications_appointment on notifications (appointment_id)

@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -62,7 +63,7 @@ select c.id, c.event, c.data, c.attempts, c.created_at, e.kind, e.target, e.secr
        c.reminder is not null
          and (v.id is null or v.status <> 'unread' or v.read_at is not null) as already_read
 from claimed c
-join notification_endpoints e on e.id = c.endpoint_id
+left join notification_endpoints e on e.id = c.endpoint_id
 left join voicemails v on v.id = c.voicemail_id
 """
 
@@ -154,9 +155,8 @@ class Worker:
                 self.settings.worker_lease_seconds,
                 timeout=timeout,
             )
-        batch = [Notification.model_validate(dict(row)) for row in rows]
-        await asyncio.gather(*(self._attempt(n) for n in batch))
-        return len(batch)
+        await asyncio.gather(*(self._attempt(row) for row in rows))
+        return len(rows)
 
     async def _seconds_to_next_due(self) -> float:
         poll = self.settings.worker_poll_seconds
@@ -167,18 +167,27 @@ class Worker:
             return poll
         return min(max(seconds, 0.0), poll)
 
-    async def _attempt(self, notification: Notification) -> None:
+    async def _attempt(self, row: asyncpg.Record) -> None:
         fields: dict[str, Any] = {
-            "notification_id": str(notification.id),
-            "type": notification.event,
-            "kind": notification.kind,
-            "attempt": notification.attempts,
+            "notification_id": str(row["id"]),
+            "type": row["event"],
+            "kind": row["kind"],
+            "attempt": row["attempts"],
         }
+        if row["kind"] is None:
+            # Its endpoint was deleted since (the outbox keeps no key to it).
+            await self._settle(row["id"], row["attempts"], "skipped", 0, "endpoint deleted", fields)
+            return
+        notification = Notification.model_validate(dict(row))
         if not notification.is_active:
-            await self._settle(notification, "skipped", 0, "endpoint turned off", fields)
+            await self._settle(
+                notification.id, notification.attempts, "skipped", 0, "endpoint turned off", fields
+            )
             return
         if notification.already_read:
-            await self._settle(notification, "skipped", 0, "message read", fields)
+            await self._settle(
+                notification.id, notification.attempts, "skipped", 0, "message read", fields
+            )
             return
         started = time.perf_counter()
         try:
@@ -194,21 +203,26 @@ class Worker:
         except DeliveryError as exc:
             fields["error"] = exc.reason
             if exc.permanent or notification.attempts >= self.settings.notifications_max_attempts:
-                await self._settle(notification, "failed", 0, exc.reason, fields)
+                await self._settle(
+                    notification.id, notification.attempts, "failed", 0, exc.reason, fields
+                )
             else:
                 delay = retry_delay(notification.attempts, self.settings)
                 fields["retry_in_s"] = round(delay, 1)
-                await self._settle(notification, "pending", delay, exc.reason, fields)
+                await self._settle(
+                    notification.id, notification.attempts, "pending", delay, exc.reason, fields
+                )
             return
         fields["attempt_ms"] = round((time.perf_counter() - started) * 1000, 1)
         fields["since_event_ms"] = round(
             (datetime.now(UTC) - notification.created_at).total_seconds() * 1000, 1
         )
-        await self._settle(notification, "delivered", 0, None, fields)
+        await self._settle(notification.id, notification.attempts, "delivered", 0, None, fields)
 
     async def _settle(
         self,
-        notification: Notification,
+        notification_id: uuid.UUID,
+        attempts: int,
         status: str,
         delay: float,
         error: str | None,
@@ -223,8 +237,8 @@ class Worker:
         try:
             await self.pool.execute(
                 SETTLE,
-                notification.id,
-                notification.attempts,
+                notification_id,
+                attempts,
                 status,
                 delay,
                 error,

@@ -35,6 +35,7 @@ SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
 APP_TABLES = (
+    "notifications, notification_endpoints, "
     "appointments, voicemails, call_scripts, staff_time_off, staff_availability, staff_members, "
     "customer_call_logs, agent_configs, profiles, agent_configurations"
 )

@@ -235,6 +235,27 @@ async def test_endpoint_turned_off_after_queueing_is_skipped(
     assert (row["status"], row["last_error"]) == ("skipped", "endpoint turned off")
 
 
+async def test_deleted_endpoint_gets_nothing_more(
+    db: asyncpg.Connection, clinic: Clinic, fast: Settings, no_outbound_http: respx.MockRouter
+) -> None:
+    """A channel deleted after queueing: its rows are skipped, the clinic's other channel gets
+    its own."""
+    doomed = await add_endpoint(db, clinic, target="https://old.clinic.example/hook")
+    await add_endpoint(db, clinic)
+    await store_voicemail(db, clinic)
+    await db.execute("delete from notification_endpoints where id = $1", doomed)
+    old = no_outbound_http.post("https://old.clinic.example/hook").respond(200)
+    kept = no_outbound_http.post(HOOK_URL).respond(200)
+    async with worker(fast) as w:
+        await deliver_all(w)
+    assert (old.call_count, kept.call_count) == (0, 1)
+    rows = await db.fetch("select endpoint_id, status, last_error from notifications")
+    assert {(r["endpoint_id"] == doomed, r["status"], r["last_error"]) for r in rows} == {
+        (True, "skipped", "endpoint deleted"),
+        (False, "delivered", None),
+    }
+
+
 async def test_urgent_message_is_sent_again_until_it_is_read(
     db: asyncpg.Connection, clinic: Clinic, fast: Settings, no_outbound_http: respx.MockRouter
 ) -> None:

@@ -129,18 +129,22 @@ $$;
 
 -- The call's recording and length onto every message left during it, whichever of the
 -- message and the call's end was stored first: both rx_leave_voicemail and rx_call_event call
--- it. The call's row is locked first, so that of two such transactions at once the later one
--- waits and then sees the other's row (a voicemail's foreign key alone does not block an
--- update of the call).
+-- it. Both take the call's advisory lock first, so that of two such transactions at once the
+-- later one waits and then sees the other's row (a row lock on the call log did the same at the
+-- cost of writing the row; a voicemail's foreign key alone does not block the call's update).
 create or replace function copy_call_recording(p_call_log uuid) returns void
 language plpgsql as $$
 begin
-  perform 1 from customer_call_logs l where l.id = p_call_log for no key update;
+  if p_call_log is null then
+    return;
+  end if;
+  perform pg_advisory_xact_lock(hashtextextended('call_log:' || p_call_log::text, 0));
   update voicemails v
   set recording_url = coalesce(l.recording_url, v.recording_url),
       duration_seconds = coalesce(round(l.duration_ms / 1000.0)::integer, v.duration_seconds)
   from customer_call_logs l
   where l.id = p_call_log and v.call_log_id = p_call_log
+    and (l.recording_url is not null or l.duration_ms is not null)
     and (v.recording_url is distinct from coalesce(l.recording_url, v.recording_url)
          or v.duration_seconds is distinct from
             coalesce(round(l.duration_ms / 1000.0)::integer, v.duration_seconds));
@@ -152,7 +156,7 @@ create or replace view notification_failures with (security_invoker = true) as
 select n.id, n.agent_configuration_id, n.endpoint_id, e.kind, n.event, n.voicemail_id,
        n.appointment_id, n.attempts, n.last_error, n.created_at, n.last_attempt_at
 from notifications n
-join notification_endpoints e on e.id = n.endpoint_id
+left join notification_endpoints e on e.id = n.endpoint_id
 where n.status = 'failed';
 
 drop policy if exists "endpoints of own configurations" on notification_endpoints;
