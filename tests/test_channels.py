@@ -5,13 +5,14 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import respx
 from aiosmtpd.controller import Controller
@@ -262,3 +263,22 @@ async def test_number_twilio_rejects_fails_at_once(
         2,
         "Twilio 400 (error 21211)",
     )
+
+
+@pytest.mark.usefixtures("urgent_text")
+async def test_secrets_stay_out_of_the_log(
+    db: asyncpg.Connection,
+    twilio_settings: Settings,
+    no_outbound_http: respx.MockRouter,
+    json_logs: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """A failing SMS logs the attempt and its reason, never the Twilio token, the number or the
+    message."""
+    no_outbound_http.post(TWILIO_MESSAGES).respond(401, json={"code": 20003})
+    async with worker(twilio_settings) as w:
+        await w.deliver_due()
+    text = "\n".join(orjson.dumps(line).decode() for line in json_logs())
+    assert "notification_retry" in text
+    assert "Twilio 401 (error 20003)" in text
+    for secret in ("twilio-token-not-real-0123", "+16175550142", "+16175550163", "crown"):
+        assert secret not in text

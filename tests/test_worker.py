@@ -17,7 +17,7 @@ import standardwebhooks
 from starlette.applications import Starlette
 
 from service.config import Settings
-from service.worker import retry_delay
+from service.worker import listen_url, retry_delay
 from tests.factories import Clinic
 from tests.outbox import (
     HOOK_URL,
@@ -351,3 +351,14 @@ async def test_notification_that_cannot_be_sent_fails_alone(
     crashes = [e for e in json_logs() if e["event"] == "notification_attempt_crashed"]
     assert len(crashes) == 2
     assert "KeyError" in crashes[0]["exception"]
+
+
+def test_worker_listens_on_a_session_connection_only(settings: Settings) -> None:
+    """LISTEN goes to DIRECT_DATABASE_URL when set; behind a transaction pooler without it the
+    worker only polls (the pooler would hand LISTEN's connection to other clients)."""
+    pooler = "postgresql://u:p@pooler.example:6543/postgres"
+    direct = "postgresql://u:p@db.example:5432/postgres"
+    assert listen_url(settings, pooler) is None
+    assert listen_url(settings, direct) == direct
+    with_direct = settings.model_copy(update={"direct_database_url": direct})
+    assert listen_url(with_direct, pooler) == direct
