@@ -7,8 +7,10 @@ receiver drops duplicates by. pgqueuer (asyncpg-native, the maintained candidate
 through `Queries.enqueue`, a Python call that builds its INSERT (into its own `pgqueuer` and
 `pgqueuer_log` tables, installed by its own `pgq install`) in Python; doing the same from
 PL/pgSQL would mean writing into another package's private tables, whose shape its upgrades
-change. What remains of a queue is small: a claim with `for update skip locked`, a lease,
-LISTEN/NOTIFY, a backoff; it is below, about 150 lines, on the tables of schema/.
+change (verified against pgqueuer 1.6: `adapters/persistence/qb.py` builds the INSERT, which
+also writes its log table). Its retries (`DatabaseRetryEntrypointExecutor`) would fit; what we
+would keep from it is small next to what it costs: a claim with `for update skip locked`, a
+lease, LISTEN/NOTIFY and a backoff are the ~200 lines below, on the tables of schema/.
 
 Delivery is at least once: a worker that dies after the receiver got a notification but
 before the row is marked delivered sends it again after the lease, with the same id.
