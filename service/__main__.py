@@ -5,16 +5,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import structlog
 
-from service.config import Settings, secret_value
+from service.config import ConfigurationError, Settings, load_settings, secret_value
 from service.logs import configure_logging
 
 log = structlog.get_logger("service")
+
+EXIT_DATABASE = 1
+EXIT_CONFIGURATION = 2
+
+
+def _with_database(url: str, work: Callable[[str], Coroutine[Any, Any, object]]) -> bool:
+    """Run `work(url)`; a database that can't be reached or used is one line on stderr."""
+    from service import db
+
+    try:
+        asyncio.run(work(url))
+    except db.CONNECT_FAILURES as error:
+        print(db.connect_problem(url, error), file=sys.stderr)
+        return False
+    return True
 
 
 def _migrate_or_refuse(url: str) -> bool:
@@ -22,41 +39,50 @@ def _migrate_or_refuse(url: str) -> bool:
     from service.migrate import MigrationRefused, migrate
 
     try:
-        asyncio.run(migrate(url))
+        return _with_database(url, migrate)
     except MigrationRefused as refusal:
         log.error("migration_refused", reason=str(refusal))
         return False
-    return True
 
 
 def _migrate(settings: Settings) -> int:
     from service.db import database_url
 
     with database_url(settings) as url:
-        return 0 if _migrate_or_refuse(url) else 1
+        return 0 if _migrate_or_refuse(url) else EXIT_DATABASE
 
 
-def _serve(settings: Settings, *, demo: bool) -> int:
+def _serve(settings: Settings, *, demo: bool, demo_into_database: bool) -> int:
     import uvicorn
     from pydantic import SecretStr
 
     from service.app import create_app
-    from service.db import database_url
+    from service.db import address_of, database_url
     from service.demo import DEMO_AGENT_ID, demo_api_key, load_demo
 
     if settings.retell_api_key is None and not demo:
-        log.error(
-            "retell_api_key_missing",
-            hint="set RETELL_API_KEY (the Retell key with the webhook badge), or use --demo",
+        print(
+            "RETELL_API_KEY is not set: serve needs the Retell API key with the webhook badge "
+            "(or use serve --demo, which makes a local one).",
+            file=sys.stderr,
         )
-        return 2
+        return EXIT_CONFIGURATION
+    if demo and settings.database_url is not None and not demo_into_database:
+        print(
+            "serve --demo would load the demo clinic into DATABASE_URL "
+            f"({address_of(settings.database_url)}): unset DATABASE_URL to use the embedded "
+            "database, or add --demo-into-database to load it there.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIGURATION
     with database_url(settings) as url:
         embedded = settings.database_url is None
         if (embedded or demo) and not _migrate_or_refuse(url):
-            return 1
+            return EXIT_DATABASE
         updates: dict[str, object] = {"database_url": url}
         if demo:
-            asyncio.run(load_demo(url))
+            if not _with_database(url, load_demo):
+                return EXIT_DATABASE
             if settings.retell_api_key is None:
                 updates["retell_api_key"] = SecretStr(demo_api_key(settings.data_dir))
         settings = settings.model_copy(update=updates)
@@ -106,6 +132,13 @@ def _worker(settings: Settings) -> int:
 
 def _channel_settings_problem(settings: Settings) -> str | None:
     """A channel configured halfway: say which variable is missing rather than fail each send."""
+    longest = max(settings.notifications_webhook_timeout_seconds, settings.smtp_timeout_seconds)
+    if settings.worker_lease_seconds <= longest:
+        # Another worker would take a row over while its first attempt is still running.
+        return (
+            f"WORKER_LEASE_SECONDS ({settings.worker_lease_seconds:g}) must be longer than one "
+            f"attempt (NOTIFICATIONS_WEBHOOK_TIMEOUT_SECONDS, SMTP_TIMEOUT_SECONDS: {longest:g})"
+        )
     if settings.smtp_host and not settings.smtp_from:
         return "SMTP_HOST is set but SMTP_FROM (the sender address) is not"
     if settings.smtp_username and secret_value(settings.smtp_password) is None:
@@ -130,6 +163,11 @@ def _tools(settings: Settings, args: argparse.Namespace) -> int:
     from service import cli_tools
 
     _quiet_http_logs()
+    if args.base_url and not args.sync:
+        malformed = cli_tools.malformed_base_url(args.base_url)
+        if malformed:
+            print(malformed, file=sys.stderr)
+            return cli_tools.EXIT_USAGE
     if not args.sync:
         if not args.base_url:
             print(
@@ -167,8 +205,13 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from service import cli_call
+    from service.cli_tools import malformed_base_url
 
     _quiet_http_logs()
+    malformed = malformed_base_url(args.base_url)
+    if malformed:
+        print(malformed, file=sys.stderr)
+        return cli_call.EXIT_USAGE
     if args.key_file:
         try:
             key = Path(args.key_file).read_text(encoding="utf-8").strip()
@@ -215,18 +258,35 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def local_base_url(host: str, port: int) -> str:
+    """The URL that reaches a server listening on `host`:`port` from this machine."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"http://{host}:{port}"
+    # Listening on every address: ask the loopback one.
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    text = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{text}:{port}"
+
+
 def _print_demo_help(settings: Settings, agent_id: str) -> None:
     key_file = settings.data_dir / "demo_retell_api_key"
-    base = f"http://{settings.host}:{settings.port}"
+    base = local_base_url(settings.host, settings.port)
+    # `./dev` says it started us: its own command works where no virtual environment is active.
+    command = os.environ.get("SERVICE_COMMAND") or "python -m service"
     print(
         f"""
 Demo clinic loaded: Brightside Dental (America/New_York), agent_id {agent_id}
 Signing key: kept in {key_file} (use it as RETELL_API_KEY when signing requests)
 
 Try it:
-  python -m service call check_availability --agent-id {agent_id} --base-url {base} \\
+  {command} call check_availability --agent-id {agent_id} --base-url {base} \\
       --key-file {key_file} date=$(date -d '+7 days' +%F) time_preference=morning
-  python -m service call simulate --agent-id {agent_id} --base-url {base} --key-file {key_file}
+  {command} call simulate --agent-id {agent_id} --base-url {base} --key-file {key_file}
   curl -s {base}/readyz
 """,
         file=sys.stderr,
@@ -240,8 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply pending schema/ files to DATABASE_URL")
     serve = commands.add_parser("serve", help="serve HTTP on HOST:PORT")
     serve.add_argument("--demo", action="store_true", help="load the demo clinic first")
+    serve.add_argument(
+        "--demo-into-database",
+        action="store_true",
+        help="with --demo: load the demo clinic into DATABASE_URL too (else refused)",
+    )
     serve.add_argument("--host", help="overrides HOST")
-    serve.add_argument("--port", type=int, help="overrides PORT")
+    serve.add_argument("--port", help="overrides PORT")
     commands.add_parser("worker", help="deliver notifications (the outbox) to the clinics")
     tools = commands.add_parser("tools", help="print (or sync) the Retell custom functions")
     tools.add_argument("--base-url", help="the service's public URL, e.g. https://clinic.example")
@@ -267,13 +332,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.assignments = [*args.assignments, *extra]
 
-    settings = Settings()
+    # The command line's values are checked like the environment's, and named as options.
+    overrides = {"host": args.host, "port": args.port} if args.command == "serve" else {}
+    try:
+        settings = load_settings(overrides, option_names={"host": "--host", "port": "--port"})
+    except ConfigurationError as error:
+        for line in error.lines:
+            print(line, file=sys.stderr)
+        return EXIT_CONFIGURATION
     configure_logging(settings.log_level, settings.log_format)
+    from service import db
+
+    db.connect_timeout_seconds = settings.connect_timeout_seconds
     if args.command == "migrate":
         return _migrate(settings)
     if args.command == "serve":
-        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        return _serve(settings.model_copy(update=overrides), demo=args.demo)
+        return _serve(settings, demo=args.demo, demo_into_database=args.demo_into_database)
     if args.command == "worker":
         return _worker(settings)
     if args.command == "tools":

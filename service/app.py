@@ -13,12 +13,12 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import db, functions, logs, metrics, webhooks
+from service import db, functions, logs, metrics, migrate, webhooks
 from service.config import Settings
 from service.errors import ServiceError, error_response, json_response
 from service.state import DATABASE_UNAVAILABLE, State, state_of, utc_now
@@ -30,20 +30,52 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
-READY_SQL = "select 1"
+# A schema found complete stays so (migrations only move forward): for this long after a check
+# found nothing pending, /readyz asks the database only whether it answers.
+SCHEMA_RECHECK_SECONDS = 30.0
+
+
+async def _pending_changes(conn: db.Connection, seconds: float) -> list[str]:
+    pending: list[str] = await asyncio.wait_for(migrate.pending_changes(conn), seconds)
+    return pending
+
+
+async def _answers(conn: db.Connection, seconds: float) -> list[str]:
+    await conn.fetchval("select 1", timeout=seconds)
+    return []
 
 
 async def readyz(request: Request) -> Response:
+    """Ready: the database answers, and every schema change this code ships is applied to it."""
     state = state_of(request)
+    checked_at = time.monotonic()
+    recent = checked_at < state.schema_current_until
     try:
-        await state.fetchval_within(state.settings.ready_timeout_seconds, READY_SQL)
+        pending = await state.using_connection(
+            state.settings.ready_timeout_seconds, _answers if recent else _pending_changes
+        )
     except TimeoutError:
         return _not_ready("timeout", "The database did not answer within the time limit.")
     except DATABASE_UNAVAILABLE:
         return _not_ready("unreachable", "The database cannot be reached.")
     except asyncpg.PostgresError as exc:
         return _not_ready("error", f"The database answered with an error ({type(exc).__name__}).")
-    return json_response({"status": "ready", "checks": {"database": "ok"}})
+    if not pending and not recent:
+        state.schema_current_until = checked_at + SCHEMA_RECHECK_SECONDS
+    if pending:
+        return json_response(
+            {
+                "error": "not_ready",
+                "message": (
+                    f"The database lacks {len(pending)} schema change(s) this release ships: "
+                    f"{', '.join(pending)}. Run `python -m service migrate`."
+                ),
+                "checks": {"database": "ok", "migrations": "pending"},
+                "pending_migrations": pending,
+            },
+            503,
+        )
+    return json_response({"status": "ready", "checks": {"database": "ok", "migrations": "ok"}})
 
 
 def _not_ready(check: str, message: str) -> Response:
@@ -110,7 +142,10 @@ async def on_service_error(request: Request, exc: Exception) -> Response:
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    response = error_response(exc.status_code, code, str(exc.detail))
+    # Starlette's own headers for the status, e.g. a 405's `Allow`.
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def on_database_unavailable(request: Request, exc: Exception) -> Response:
@@ -122,9 +157,60 @@ async def on_database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
-async def on_unexpected_error(request: Request, exc: Exception) -> Response:
-    structlog.get_logger(__name__).exception("unhandled_error")
-    return error_response(500, "internal_error", "Something went wrong on our side.")
+async def on_unstorable_value(request: Request, exc: Exception) -> Response:
+    # A value the edge let through but PostgreSQL can't hold (out of range, too long to index):
+    # the request's fault, and the failed statement rolled back, so nothing was stored.
+    assert isinstance(exc, asyncpg.PostgresError)
+    structlog.get_logger(__name__).warning("unstorable_value", sqlstate=exc.sqlstate)
+    return error_response(
+        422, "unstorable_value", "The request holds a value the database cannot store."
+    )
+
+
+# SQLSTATE classes 22 (data exception) and 54 (program limit exceeded, e.g. an index row size).
+UNSTORABLE_VALUE: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    # Nobody is left to answer: one line, and the status logged is nginx's "client closed".
+    structlog.get_logger(__name__).info("client_disconnected")
+    return Response(status_code=499)
+
+
+class CatchUnexpected:
+    """Answers an unexpected exception with a JSON 500, logged once with its traceback.
+
+    Starlette's handler for `Exception` re-raises to the server after answering, so uvicorn
+    logs it a second time and closes the keep-alive connection; caught here it goes no further.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception:
+            if started:
+                # Half an answer is out: only the server can end it (it logs the exception and
+                # closes the connection).
+                raise
+            structlog.get_logger(__name__).exception("unhandled_error")
+            response = error_response(500, "internal_error", "Something went wrong on our side.")
+            await response(scope, receive, send)
 
 
 def routes() -> list[Route]:
@@ -175,14 +261,16 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
 
     app = Starlette(
         routes=routes(),
-        middleware=[Middleware(CanonicalLogLine, metrics=app_metrics)],
+        # The request line sees the 500 that CatchUnexpected answers.
+        middleware=[Middleware(CanonicalLogLine, metrics=app_metrics), Middleware(CatchUnexpected)],
         exception_handlers={
             ServiceError: on_service_error,
             HTTPException: on_http_error,
+            ClientDisconnect: on_client_disconnect,
             # Registered per class (not caught under Exception) so that Starlette answers them
             # as handled errors rather than re-raising them to the server as crashes.
             **dict.fromkeys(DATABASE_UNAVAILABLE, on_database_unavailable),
-            Exception: on_unexpected_error,
+            **dict.fromkeys(UNSTORABLE_VALUE, on_unstorable_value),
         },
         lifespan=lifespan,
     )

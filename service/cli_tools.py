@@ -188,11 +188,31 @@ def tool_definitions(base_url: str) -> list[dict[str, Any]]:
     return [tool_definition(f, base_url) for f in FUNCTIONS.values()]
 
 
+def malformed_base_url(base_url: str) -> str | None:
+    """Why `base_url` is not a usable http(s) URL (one line), or None when it is one."""
+    problem = f"--base-url {base_url!r} is not a URL like http://HOST:PORT"
+    try:
+        url = httpx.URL(base_url)
+        port = url.port
+    except httpx.InvalidURL as error:
+        return f"{problem} ({error})."
+    if "://" not in base_url:
+        return f"{problem} (did you mean http://{base_url}?)."
+    if url.scheme not in ("http", "https") or not url.host:
+        return f"{problem}."
+    if port is not None and not 1 <= port <= 65535:
+        return f"{problem} (port {port} is out of range)."
+    if any(c.isspace() for c in base_url):
+        return f"{problem} (it has a space)."
+    return None
+
+
 def base_url_problem(base_url: str) -> str | None:
     """Why Retell could not reach functions under this URL, or None when it looks right."""
+    malformed = malformed_base_url(base_url)
+    if malformed:
+        return malformed
     url = httpx.URL(base_url)
-    if url.scheme not in ("http", "https") or not url.host:
-        return f"--base-url {base_url!r} is not an http(s) URL."
     if url.host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or url.host.endswith(".local"):
         return (
             f"--base-url {base_url} is only reachable from this machine; Retell needs the "

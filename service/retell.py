@@ -9,7 +9,7 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.requests import Request
 
 from service.errors import ServiceError
@@ -119,6 +119,8 @@ def _holds_nul(value: Any) -> bool:
 # Retell's call and agent ids are a few dozen characters; the database holds every stored one
 # to this length (schema/0002_tenancy.sql), and longer ones are refused before it.
 RetellId = Annotated[str, StringConstraints(max_length=128)]
+# Milliseconds since 1970 until the end of year 9999: what both PostgreSQL and Python can hold.
+EpochMs = Annotated[int, Field(ge=0, le=253_402_300_799_999)]
 
 
 class Call(BaseModel):
@@ -133,7 +135,7 @@ class Call(BaseModel):
     direction: str | None = None
     from_number: str | None = None
     to_number: str | None = None
-    start_timestamp: int | None = None
+    start_timestamp: EpochMs | None = None
 
     def for_database(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -17,6 +17,8 @@ from service.config import Settings
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # What a database the service can't work with looks like from asyncpg and the pool: dead,
 # unreachable or overloaded, dropped, or refusing the service's role. Never the caller's fault:
@@ -59,6 +61,8 @@ class State:
     clock: Callable[[], datetime] = field(default=utc_now)
     metrics: Metrics = field(default_factory=Metrics)
     _releasing: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    # Until when (time.monotonic()) /readyz takes the schema as complete without asking again.
+    schema_current_until: float = 0.0
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Run one statement on a pooled connection within the service's deadline.
@@ -71,10 +75,20 @@ class State:
     async def fetchval_within(self, seconds: float, sql: str, *args: Any) -> Any:
         """One statement, waiting for a connection included, all within `seconds`.
 
-        Raises one of DATABASE_UNAVAILABLE when the database can't answer in time. A connection
-        whose statement failed or timed out is handed back in the background: asyncpg first
-        cancels the statement on the server (so a late commit can't follow a 503), and drops a
-        connection that is broken, so the next request opens a fresh one.
+        Raises one of DATABASE_UNAVAILABLE when the database can't answer in time.
+        """
+        return await self.using_connection(
+            seconds, lambda conn, left: conn.fetchval(sql, *args, timeout=left)
+        )
+
+    async def using_connection(
+        self, seconds: float, work: Callable[[Any, float], Awaitable[T]]
+    ) -> T:
+        """`work(connection, seconds_left)` on a pooled connection, waiting for it included.
+
+        A connection whose work failed or timed out is handed back in the background: asyncpg
+        first cancels the statement on the server (so a late commit can't follow a 503), and
+        drops a connection that is broken, so the next request opens a fresh one.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
@@ -83,7 +97,7 @@ class State:
                 timeout=min(seconds, self.settings.pool_acquire_timeout_seconds)
             )
         try:
-            value = await conn.fetchval(sql, *args, timeout=max(deadline - loop.time(), 0.001))
+            value = await work(conn, max(deadline - loop.time(), 0.001))
         except BaseException:
             task = asyncio.create_task(self._release(conn))
             self._releasing.add(task)

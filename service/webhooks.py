@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import structlog
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Strict, StrictBool, StrictInt, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import ServiceError, json_response
-from service.retell import RetellId, parse_object, signed_body, validation_message
+from service.retell import EpochMs, RetellId, parse_object, signed_body, validation_message
 from service.speech import OpenInterval, Visit, spoken_hours, spoken_list, spoken_slot
 from service.state import DATABASE_UNAVAILABLE, State, state_of
 
@@ -67,8 +67,8 @@ class EventCall(BaseModel):
     direction: str | None = None
     from_number: str | None = None
     to_number: str | None = None
-    start_timestamp: StrictInt | None = None
-    end_timestamp: StrictInt | None = None
+    start_timestamp: Annotated[EpochMs, Strict()] | None = None
+    end_timestamp: Annotated[EpochMs, Strict()] | None = None
     duration_ms: StrictInt | None = None
     disconnection_reason: str | None = None
     transcript: str | None = None

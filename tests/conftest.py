@@ -52,10 +52,14 @@ def _local_server_answers() -> bool:
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server: the one on 127.0.0.1:5432 when it answers, else an embedded one."""
+    """A PostgreSQL server: the one on 127.0.0.1:5432 when it answers, else an embedded one.
+
+    TEST_EMBEDDED_DATABASE=1 always starts an embedded one: a child of this process, it shares
+    its clock (`./dev test-ahead` moves both a year ahead).
+    """
     if os.environ.get("TEST_DATABASE_SERVER_URL"):
         yield os.environ["TEST_DATABASE_SERVER_URL"]
-    elif _local_server_answers():
+    elif _local_server_answers() and not os.environ.get("TEST_EMBEDDED_DATABASE"):
         yield "postgresql://postgres@127.0.0.1:5432/postgres"
     else:
         from service.db import start_embedded

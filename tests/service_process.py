@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 import respx
 
+from service.__main__ import local_base_url
 from tests.conftest import API_KEY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,19 +22,30 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def local_http(no_outbound_http: respx.MockRouter) -> respx.MockRouter:
-    """Lets requests to the service processes on 127.0.0.1 through the outbound-HTTP guard."""
+    """Lets requests to the service processes on loopback through the outbound-HTTP guard."""
     no_outbound_http.route(host="127.0.0.1").pass_through()
+    no_outbound_http.route(host="::1").pass_through()
     return no_outbound_http
 
 
 class ServiceProcess:
     """One `serve` process on 127.0.0.1:`port`, its output kept in `log_path`."""
 
-    def __init__(self, port: int, log_path: Path, **env: str) -> None:
+    def __init__(
+        self,
+        port: int,
+        log_path: Path,
+        *,
+        args: Sequence[str] = (),
+        unset: Sequence[str] = (),
+        **env: str,
+    ) -> None:
         self.port = port
         self.log_path = log_path
+        self.args = list(args)
+        dropped = {"DATABASE_URL", *unset}
         self.env = {
-            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            **{k: v for k, v in os.environ.items() if k not in dropped},
             "RETELL_API_KEY": API_KEY,
             "HOST": "127.0.0.1",
             "PORT": str(port),
@@ -44,12 +57,12 @@ class ServiceProcess:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return local_base_url(self.env["HOST"], self.port)
 
     def start(self) -> None:
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve"],
+                [sys.executable, "-m", "service", "serve", *self.args],
                 cwd=REPO,
                 env=self.env,
                 stdout=out,

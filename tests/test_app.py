@@ -10,20 +10,26 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
 import pytest
-from pydantic import ValidationError
 from starlette.applications import Starlette
 
+from service import app as app_module
 from service import functions
-from service.config import Settings
+from service.config import ConfigurationError, Settings, load_settings
+from service.migrate import SCHEMA_DIR, migrate
 from service.retell import sign, signature_is_valid
 from tests.conftest import API_KEY, _with_database, post_signed
 from tests.factories import Clinic
+from tests.test_faults import next_weekday
+
+# A Wednesday two weeks from today: bookable on any day the suite runs.
+DAY = next_weekday().isoformat()
 
 CLOSED_PORT = 18611
 SILENT_PORT = 18612
@@ -52,7 +58,70 @@ async def test_readyz_reports_database_ok(client: httpx.AsyncClient) -> None:
     """GET /readyz is 200 and names its checks when the database answers."""
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok"}}
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
+
+
+def _shipped() -> list[str]:
+    """Every file of schema/ that migrate applies, named as /readyz names them."""
+    versioned = [p.name for p in sorted(SCHEMA_DIR.glob("*.sql"))]
+    definitions = [f"definitions/{p.name}" for p in sorted(SCHEMA_DIR.glob("definitions/*.sql"))]
+    return versioned + definitions
+
+
+async def test_readyz_503_names_schema_files_not_applied(
+    make_app: Callable[..., Starlette], empty_database: str, tmp_path: Path
+) -> None:
+    """A database whose schema is behind the code (a release that shipped one more file than was
+    applied) is not ready; the body names the missing file; after `migrate` the app is ready."""
+    *applied, missing = _shipped()
+    for name in applied:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+    await migrate(empty_database, tmp_path)
+    async with running(make_app(database_url=empty_database)) as client:
+        behind = await client.get("/readyz")
+        await migrate(empty_database)
+        caught_up = await client.get("/readyz")
+    assert behind.status_code == 503
+    body = behind.json()
+    assert body["error"] == "not_ready"
+    assert body["checks"] == {"database": "ok", "migrations": "pending"}
+    assert body["pending_migrations"] == [missing]
+    assert missing in body["message"]
+    assert caught_up.status_code == 200
+
+
+async def test_readyz_checks_the_schema_again_after_its_recheck_interval(
+    make_app: Callable[..., Starlette], empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema found complete is checked again once SCHEMA_RECHECK_SECONDS have passed: a
+    ledger that loses a file (a restored backup) makes /readyz 503 again."""
+    await migrate(empty_database)
+    monkeypatch.setattr(app_module, "SCHEMA_RECHECK_SECONDS", 0.0)
+    name = _shipped()[-1]
+    async with running(make_app(database_url=empty_database)) as client:
+        ready = await client.get("/readyz")
+        conn = await asyncpg.connect(empty_database)
+        try:
+            await conn.execute(
+                "delete from schema_definitions where file_name = $1", name.split("/")[-1]
+            )
+        finally:
+            await conn.close()
+        behind = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert behind.status_code == 503
+    assert behind.json()["pending_migrations"] == [name]
+
+
+async def test_readyz_503_on_a_database_never_migrated(
+    make_app: Callable[..., Starlette], empty_database: str
+) -> None:
+    """On an empty database (no ledger at all) every shipped file is named as missing."""
+    async with running(make_app(database_url=empty_database)) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["pending_migrations"] == _shipped()
 
 
 async def test_readyz_503_when_database_port_closed(
@@ -111,6 +180,7 @@ async def test_readyz_503_when_database_dropped(
     admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'create database "{name}"')
+        await migrate(_with_database(server_url, name))
         app = make_app(database_url=_with_database(server_url, name))
         async with running(app) as client:
             assert (await client.get("/readyz")).status_code == 200
@@ -119,7 +189,7 @@ async def test_readyz_503_when_database_dropped(
             call = await post_signed(
                 client,
                 "/retell/functions/check_availability",
-                {"call": {"agent_id": "agent_x"}, "args": {"date": "2027-01-06"}},
+                {"call": {"agent_id": "agent_x"}, "args": {"date": DAY}},
             )
     finally:
         await admin.execute(f'drop database if exists "{name}" with (force)')
@@ -151,6 +221,23 @@ async def test_wrong_method_is_json_405(client: httpx.AsyncClient) -> None:
     assert response.json()["error"] == "method_not_allowed"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/readyz", {"GET", "HEAD"}),
+        ("GET", "/retell/webhook", {"POST"}),
+        ("DELETE", "/retell/functions/check_availability", {"POST"}),
+    ],
+)
+async def test_405_says_which_methods_are_allowed(
+    client: httpx.AsyncClient, method: str, path: str, allowed: set[str]
+) -> None:
+    """A 405 carries the `Allow` header listing the path's methods (RFC 9110)."""
+    response = await client.request(method, path)
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+
+
 @pytest.fixture
 def exploding_speak(monkeypatch: pytest.MonkeyPatch) -> None:
     """check_availability's speak raises an unexpected error carrying a secret."""
@@ -172,7 +259,7 @@ async def test_unexpected_error_is_json_500_without_traceback(
     body = {
         "name": "check_availability",
         "call": {"call_id": "call_1", "agent_id": clinic.agent_id},
-        "args": {"date": "2027-01-06"},
+        "args": {"date": DAY},
     }
     async with running(make_app(), raise_errors=False) as client:
         response = await post_signed(client, "/retell/functions/check_availability", body)
@@ -236,15 +323,73 @@ def test_settings_defaults(clean_environment: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("PORT", "0"), ("PORT", "http"), ("LOG_LEVEL", "LOUD")]
+    ("name", "value", "line"),
+    [
+        ("PORT", "0", "PORT: expected a whole number from 1 to 65535 (got '0')"),
+        ("PORT", "http", "PORT: expected a whole number from 1 to 65535 (got 'http')"),
+        (
+            "LOG_LEVEL",
+            "LOUD",
+            "LOG_LEVEL: expected one of debug, info, warning, error, critical (got 'LOUD')",
+        ),
+        (
+            "REQUEST_DEADLINE_SECONDS",
+            "3s",
+            "REQUEST_DEADLINE_SECONDS: expected a number above 0 and at most 60 (got '3s')",
+        ),
+        (
+            "INSECURE_SKIP_SIGNATURE_CHECK",
+            "maybe",
+            "INSECURE_SKIP_SIGNATURE_CHECK: expected true or false (got 'maybe')",
+        ),
+        ("DATABASE_URL", "mysql://u:hunter2@db/x", "DATABASE_URL: expected a postgresql:// URL"),
+    ],
 )
-def test_settings_refuse_bad_values(
-    clean_environment: pytest.MonkeyPatch, name: str, value: str
+def test_settings_refuse_bad_values_in_one_line(
+    clean_environment: pytest.MonkeyPatch, name: str, value: str, line: str
 ) -> None:
-    """A malformed environment variable stops start-up with a validation error."""
+    """A wrong variable is one line naming it and what it accepts (never a secret it holds)."""
     clean_environment.setenv(name, value)
-    with pytest.raises(ValidationError):
-        Settings(_env_file=None)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(_env_file=None)
+    assert refused.value.lines == [line]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "expected"),
+    [
+        ("LOG_LEVEL", "warning", "log_level", "WARNING"),
+        ("LOG_LEVEL", "warn", "log_level", "WARNING"),
+        ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        ("LOG_LEVEL", "CRITICAL", "log_level", "CRITICAL"),
+        ("LOG_LEVEL", "Fatal", "log_level", "CRITICAL"),
+        ("LOG_LEVEL", "trace", "log_level", "DEBUG"),
+        ("LOG_FORMAT", "JSON", "log_format", "json"),
+        ("LOG_FORMAT", " Console ", "log_format", "console"),
+        ("PORT", "", "port", 8080),
+        ("MIN_NOTICE_MINUTES", "", "min_notice_minutes", 60),
+        ("REQUEST_DEADLINE_SECONDS", "", "request_deadline_seconds", 3.0),
+        ("DATABASE_URL", "", "database_url", None),
+        ("RETELL_API_KEY", "", "retell_api_key", None),
+        ("RETELL_API_KEY", "   ", "retell_api_key", None),
+    ],
+)
+def test_settings_accept_any_case_aliases_and_empty_values(
+    clean_environment: pytest.MonkeyPatch, name: str, value: str, field: str, expected: object
+) -> None:
+    """Levels and formats in any case, uvicorn's aliases; an empty value is the default."""
+    clean_environment.setenv(name, value)
+    assert getattr(load_settings(_env_file=None), field) == expected
+
+
+def test_command_line_values_are_checked_like_the_environment(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """An override is validated as its variable would be, and named as its option."""
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings({"port": "99999"}, option_names={"port": "--port"}, _env_file=None)
+    assert refused.value.lines == ["--port: expected a whole number from 1 to 65535 (got '99999')"]
+    assert load_settings({"port": "9001"}, _env_file=None).port == 9001
 
 
 def test_env_example_lists_every_setting() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service import functions
 from tests.conftest import load_fixture, post_signed, signed_headers
 from tests.factories import Clinic, add_appointment
 
@@ -67,10 +70,14 @@ HOSTILE_STRINGS = (
     "agent_someone_else",
 )
 
+# Numbers past what a column or a timestamp holds: Retell's epoch milliseconds, bigint, int.
+HOSTILE_NUMBERS = (10**17, -(10**16), 2**63, -(2**63) - 1, 2**31, 253_402_300_800_000)
+
 json_leaves = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from(HOSTILE_NUMBERS),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=40),
     st.sampled_from(HOSTILE_STRINGS),
@@ -286,9 +293,10 @@ def _fuzz_function(name: str) -> Any:
         appointment_id: str,
         data: st.DataObject,
     ) -> None:
+        # A call id of its own: the paths that create the call's row run for every example.
         seed = {
             "name": name,
-            "call": call_object(clinic),
+            "call": call_object(clinic, f"call_fuzz_{uuid.uuid4().hex}"),
             "args": function_args(clinic, name, appointment_id),
         }
         raw = mutate(data.draw, seed)
@@ -321,6 +329,10 @@ async def test_fuzzed_call_webhooks_never_fail_or_write_when_refused(
     """Mutated signed call events get 204 or a clean 4xx; a refused event stores nothing."""
     seed = load_fixture(f"webhook_{data.draw(st.sampled_from(CALL_EVENTS))}.json")
     seed["call"]["agent_id"] = clinic.agent_id
+    # Some examples start a new call's row, the others add to one already stored.
+    seed["call"]["call_id"] = data.draw(
+        st.sampled_from(["call_fuzz_shared", f"call_fuzz_{uuid.uuid4().hex}"])
+    )
     raw = mutate(data.draw, seed)
     before = await row_counts(db)
     response = await post_signed(client, "/retell/webhook", raw)
@@ -449,6 +461,108 @@ async def test_signature_digest_is_compared_in_constant_time(
     assert len(calls) == 2
     assert calls[1][0] == calls[1][1]
     assert calls[0][0] != calls[0][1]
+
+
+# --- Values past what the database holds ------------------------------------------------------
+
+
+@pytest.mark.parametrize("stamp", [10**17, -(10**16), 2**63])
+@pytest.mark.parametrize("name", ["forward_call", "leave_voicemail", "book_appointment"])
+async def test_call_start_past_any_date_is_refused_at_the_edge(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic, name: str, stamp: int
+) -> None:
+    """A `start_timestamp` no date can hold, on a new call, is a 422 and creates no call row."""
+    call = {**call_object(clinic, f"call_stamp_{uuid.uuid4().hex}"), "start_timestamp": stamp}
+    args = function_args(clinic, name, str(uuid.uuid4()))
+    response = await post_signed(
+        client, f"/retell/functions/{name}", {"name": name, "call": call, "args": args}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "malformed_envelope"
+    assert await row_counts(db) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("name", ["forward_call", "leave_voicemail", "book_appointment"])
+async def test_call_id_too_long_to_index_is_refused(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic, name: str
+) -> None:
+    """A 3,000-character `call_id` (past the unique index's limit) is a 422 writing nothing."""
+    call = call_object(clinic, "call_" + "x" * 3000)
+    args = function_args(clinic, name, str(uuid.uuid4()))
+    response = await post_signed(
+        client, f"/retell/functions/{name}", {"name": name, "call": call, "args": args}
+    )
+    assert response.status_code == 422, response.text
+    assert await row_counts(db) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"call_id": "call_" + "x" * 3000},
+        {"start_timestamp": 10**17},
+        {"end_timestamp": -(10**16)},
+    ],
+)
+async def test_call_event_past_what_columns_hold_is_400(
+    client: httpx.AsyncClient, db: asyncpg.Connection, clinic: Clinic, change: dict[str, Any]
+) -> None:
+    """A call event whose id or times no column can hold is a JSON 400 and stores nothing."""
+    event = load_fixture("webhook_call_ended.json")
+    event["call"].update({"agent_id": clinic.agent_id, **change})
+    response = await post_signed(client, "/retell/webhook", event)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "malformed_event"
+    assert await row_counts(db) == (0, 0, 0, 0)
+
+
+@pytest.fixture
+async def failing_function(
+    db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """forward_call's database function swapped for one whose statement raises what asks."""
+    await db.execute(
+        """
+        create or replace function test_refuses_value(
+          agent text, call jsonb, args jsonb, now timestamptz, notice integer
+        ) returns jsonb language plpgsql as $$
+        begin
+          if args ->> 'reason' = 'overflow' then
+            return jsonb_build_object('n', (args ->> 'caller_name')::integer);
+          end if;
+          raise program_limit_exceeded using message = 'index row size exceeds maximum';
+        end $$
+        """
+    )
+    function = functions.FUNCTIONS["forward_call"]
+    monkeypatch.setitem(
+        functions.FUNCTIONS,
+        "forward_call",
+        dataclasses.replace(
+            function, sql="select test_refuses_value($1, $2::jsonb, $3::jsonb, $4, $5)"
+        ),
+    )
+    yield "forward_call"
+    await db.execute("drop function test_refuses_value")
+
+
+@pytest.mark.parametrize("reason", ["overflow", "limit"])
+async def test_database_data_error_is_a_client_answer(
+    client: httpx.AsyncClient, clinic: Clinic, failing_function: str, reason: str
+) -> None:
+    """A value PostgreSQL refuses past the edge's bounds (an integer overflow, a program limit)
+    is a JSON 422, never a 500."""
+    body = {
+        "name": failing_function,
+        "call": call_object(clinic),
+        "args": {"reason": reason, "caller_name": "99999999999"},
+    }
+    response = await post_signed(client, f"/retell/functions/{failing_function}", body)
+    assert response.status_code == 422, response.text
+    assert response.json() == {
+        "error": "unstorable_value",
+        "message": "The request holds a value the database cannot store.",
+    }
 
 
 # --- Limits ---------------------------------------------------------------------------------

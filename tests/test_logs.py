@@ -17,6 +17,10 @@ import structlog
 from service.logs import configure_logging, mask_phone
 from tests.conftest import post_signed
 from tests.factories import Clinic
+from tests.test_faults import next_weekday
+
+# A Wednesday two weeks from today: bookable on any day the suite runs.
+DAY = next_weekday().isoformat()
 
 Lines = Callable[[], list[dict[str, Any]]]
 CALLER = "+16175550163"
@@ -52,7 +56,7 @@ async def test_function_call_line_names_call_agent_function_and_outcome(
     await post_signed(
         client,
         "/retell/functions/check_availability",
-        {"name": "check_availability", "call": call, "args": {"date": "2027-01-06"}},
+        {"name": "check_availability", "call": call, "args": {"date": DAY}},
     )
     await post_signed(
         client,
@@ -88,7 +92,7 @@ async def test_request_context_does_not_leak_into_next_request(
     """Fields bound during a function call are not repeated on the next request's line."""
     body = {
         "call": {"call_id": "call_log_2", "agent_id": clinic.agent_id},
-        "args": {"date": "2027-01-06"},
+        "args": {"date": DAY},
     }
     await post_signed(client, "/retell/functions/check_availability", body)
     json_logs()

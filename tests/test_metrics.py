@@ -14,6 +14,10 @@ from service.metrics import Metrics
 from service.state import State
 from tests.conftest import load_fixture, post_signed
 from tests.factories import Clinic
+from tests.test_faults import next_weekday
+
+# A Wednesday two weeks from today: bookable on any day the suite runs.
+DAY = next_weekday().isoformat()
 
 FUNCTION_ROUTE = "/retell/functions/{function_name}"
 
@@ -38,7 +42,7 @@ async def test_function_requests_are_counted_with_latency(
     app: Starlette, client: httpx.AsyncClient, clinic: Clinic
 ) -> None:
     """A function request moves the counter and the histogram for its route, function, status."""
-    body = _envelope(clinic, {"date": "2027-01-06"})
+    body = _envelope(clinic, {"date": DAY})
     response = await post_signed(client, "/retell/functions/check_availability", body)
     assert response.status_code == 200
     labels = {"endpoint": FUNCTION_ROUTE, "function": "check_availability"}
@@ -73,14 +77,14 @@ async def test_bookings_made_and_refused_by_reason(
     app: Starlette, client: httpx.AsyncClient, clinic: Clinic
 ) -> None:
     """A booking counts as booked; the same slot again from another call counts as taken."""
-    args = {"patient_name": "Maria Gonzalez", "date": "2027-01-06", "time": "09:00"}
+    args = {"patient_name": "Maria Gonzalez", "date": DAY, "time": "09:00"}
     args["staff_name"] = "Dr. Lee"
     path = "/retell/functions/book_appointment"
     first = await post_signed(client, path, _envelope(clinic, args, "call_a"))
     second = await post_signed(
         client, path, _envelope(clinic, {**args, "patient_name": "Other Person"}, "call_b")
     )
-    missing = await post_signed(client, path, _envelope(clinic, {"date": "2027-01-06"}, "call_c"))
+    missing = await post_signed(client, path, _envelope(clinic, {"date": DAY}, "call_c"))
     assert first.json()["booked"] is True
     assert second.json()["reason"] == "taken"
     assert missing.json()["ok"] is False
@@ -122,7 +126,7 @@ async def test_requests_waiting_for_a_connection_are_counted(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as c:
             held = await state.pool.acquire()
-            body = _envelope(clinic, {"date": "2027-01-06"})
+            body = _envelope(clinic, {"date": DAY})
             request = asyncio.create_task(
                 post_signed(c, "/retell/functions/check_availability", body)
             )

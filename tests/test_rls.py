@@ -6,13 +6,14 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 import asyncpg
 import orjson
 import pytest
 
 from tests.factories import Clinic, add_appointment, add_time_off, create_clinic
+from tests.test_faults import next_weekday
 
 # How each table's rows lead back to their owner, as the table owner (who bypasses RLS) sees it.
 OWNED_IDS = {
@@ -81,8 +82,10 @@ class Tenants:
 async def _populate(db: asyncpg.Connection, clinic: Clinic, tag: str) -> None:
     """One row of every kind for this clinic."""
     lee = clinic.staff["Dr. Ada Lee"]
-    await add_time_off(db, lee, date(2027, 2, 1), date(2027, 2, 2))
-    await add_appointment(db, lee, date(2027, 3, 3), time(9))
+    # Ahead of today: upcoming_appointments compares with the database's now().
+    day = next_weekday(weekday=2)
+    await add_time_off(db, lee, day + timedelta(days=5), day + timedelta(days=6))
+    await add_appointment(db, lee, day, time(9))
     call_log = await db.fetchval(
         "insert into customer_call_logs (retell_call_id, agent_configuration_id, started_at)"
         " values ($1, $2, now()) returning id",
@@ -392,8 +395,11 @@ async def test_user_can_insert_own_rows(db: asyncpg.Connection, tenants: Tenants
         await db.execute(
             "insert into appointments (staff_member_id, patient_name, patient_phone,"
             " appointment_date, appointment_time) values ($1, 'Eve', '+16175550100',"
-            " '2027-03-06', '10:00')",
+            " $2, '10:00')",
             staff,
+            # A Saturday (day 6, the staff member's day) ahead of the database's own clock,
+            # which the view compares with.
+            next_weekday(weekday=5),
         )
         await db.execute(
             "insert into voicemails (agent_configuration_id, caller_phone, transcript)"

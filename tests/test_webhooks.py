@@ -18,6 +18,10 @@ from starlette.applications import Starlette
 
 from tests.conftest import load_fixture, post_signed, signed_headers
 from tests.factories import Clinic, add_appointment
+from tests.test_faults import next_weekday
+
+# A Wednesday two weeks from today: bookable on any day the suite runs.
+DAY = next_weekday().isoformat()
 
 CALL_ID = "call_5b0e8c2f71d94a6e93c4a1f7d28"
 EVENTS = ("call_started", "call_ended", "call_analyzed")
@@ -206,7 +210,7 @@ async def test_a_row_made_by_a_function_is_merged_and_keeps_its_appointment(
     booking = load_fixture("custom_function_book_appointment.json")
     booking["call"]["agent_id"] = clinic.agent_id
     booking["call"]["call_id"] = CALL_ID
-    booking["args"].update({"date": "2027-01-06", "time": "09:00", "staff_name": "Dr. Ada Lee"})
+    booking["args"].update({"date": DAY, "time": "09:00", "staff_name": "Dr. Ada Lee"})
     booked = await post_signed(client, "/retell/functions/book_appointment", booking)
     assert booked.status_code == 200, booked.text
     assert booked.json()["ok"] is True, booked.text
