@@ -21,6 +21,7 @@ QUICK = Options(
     scale=data.Scale(other_appointments=20_000),
     small_table=10_000,
     big_table=100_000,
+    delivery_bookings=100,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+from bench import outbox
 from bench.run import Results, Row
 
 BEGIN = "<!-- bench:begin (written by python -m bench; edits inside are overwritten) -->"
@@ -101,6 +102,7 @@ def render(results: Results) -> str:
             "leave_voicemail and forward_call)."
         )
         lines.append("")
+    lines += outbox.render(results.outbox)
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import psutil
 
-from bench import data
+from bench import data, outbox
 from bench.client import Run, run
 from bench.wire import RoundTripCounter
 from bench.workloads import Workload, Workloads
@@ -44,6 +44,8 @@ class Options:
     scale: data.Scale = field(default_factory=data.Scale)
     small_table: int = 10_000
     big_table: int = 1_000_000
+    # Bookings timed from their answer to their webhook's arrival (one every 50 ms).
+    delivery_bookings: int = 500
     keep_database: bool = False
 
 
@@ -66,6 +68,7 @@ class Results:
     rows: list[Row] = field(default_factory=list)
     # (appointments in the table, window label, check_availability p50 in ms)
     growth: list[tuple[int, str, float]] = field(default_factory=list)
+    outbox: outbox.OutboxFigures = field(default_factory=outbox.OutboxFigures)
     rss_before: int = 0
     rss_after: int = 0
     postgres_version: str = ""
@@ -362,6 +365,25 @@ async def _measure(url: str, today: date, options: Options, results: Results) ->
                 row.round_trips = trips.get(row.name)
 
             results.rss_before, results.rss_after = await memory(port, process, work, options)
+
+            # After every row above: those ran with no notification channel configured.
+            results.outbox.costs = await outbox.cost(
+                conn,
+                port,
+                [work.book_appointment(slots), work.leave_voicemail()],
+                options.requests,
+                options.warmup,
+                say,
+            )
+            results.outbox.delivery = await outbox.delivery(
+                conn,
+                url,
+                port,
+                work.book_appointment(slots),
+                options.delivery_bookings,
+                RESULTS / "worker.log",
+                say,
+            )
 
             started = time.perf_counter()
             await data.add_other_appointments(

@@ -1,4 +1,4 @@
-"""The command line: migrate, serve (optionally with the demo clinic), tools, call."""
+"""The command line: migrate, serve (optionally with the demo clinic), worker, tools, call."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from service.config import ConfigurationError, Settings, load_settings
+from service.config import ConfigurationError, Settings, load_settings, secret_value
 from service.logs import configure_logging
 
 log = structlog.get_logger("service")
@@ -106,6 +106,52 @@ def _serve(settings: Settings, *, demo: bool, demo_into_database: bool) -> int:
             signal.signal(signum, _exit_on_signal)
         uvicorn.Server(config).run()
     return 0
+
+
+def _worker(settings: Settings) -> int:
+    from service.db import database_url
+    from service.worker import run_worker
+
+    problem = _channel_settings_problem(settings)
+    if problem:
+        log.error("worker_misconfigured", problem=problem)
+        return 2
+    _quiet_http_logs()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        with database_url(settings) as url:
+            await run_worker(settings, url, stop)
+
+    asyncio.run(run())
+    return 0
+
+
+def _channel_settings_problem(settings: Settings) -> str | None:
+    """A channel configured halfway: say which variable is missing rather than fail each send."""
+    longest = max(settings.notifications_webhook_timeout_seconds, settings.smtp_timeout_seconds)
+    if settings.worker_lease_seconds <= longest:
+        # Another worker would take a row over while its first attempt is still running.
+        return (
+            f"WORKER_LEASE_SECONDS ({settings.worker_lease_seconds:g}) must be longer than one "
+            f"attempt (NOTIFICATIONS_WEBHOOK_TIMEOUT_SECONDS, SMTP_TIMEOUT_SECONDS: {longest:g})"
+        )
+    if settings.smtp_host and not settings.smtp_from:
+        return "SMTP_HOST is set but SMTP_FROM (the sender address) is not"
+    if settings.smtp_username and secret_value(settings.smtp_password) is None:
+        return "SMTP_USERNAME is set but SMTP_PASSWORD is not"
+    twilio = {
+        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+        "TWILIO_AUTH_TOKEN": secret_value(settings.twilio_auth_token),
+        "TWILIO_FROM_NUMBER": settings.twilio_from_number,
+    }
+    missing = [name for name, value in twilio.items() if not value]
+    if 0 < len(missing) < len(twilio):
+        return f"SMS needs all three TWILIO_ settings; {', '.join(missing)} unset"
+    return None
 
 
 def _quiet_http_logs() -> None:
@@ -261,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--host", help="overrides HOST")
     serve.add_argument("--port", help="overrides PORT")
+    commands.add_parser("worker", help="deliver notifications (the outbox) to the clinics")
     tools = commands.add_parser("tools", help="print (or sync) the Retell custom functions")
     tools.add_argument("--base-url", help="the service's public URL, e.g. https://clinic.example")
     tools.add_argument("--sync", action="store_true", help="update a Retell LLM's tools")
@@ -301,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if args.command == "serve":
         return _serve(settings, demo=args.demo, demo_into_database=args.demo_into_database)
+    if args.command == "worker":
+        return _worker(settings)
     if args.command == "tools":
         return _tools(settings, args)
     if args.command == "call":

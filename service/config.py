@@ -43,6 +43,11 @@ LogLevel = Annotated[
 LogFormat = Annotated[Literal["auto", "json", "console"], BeforeValidator(_format)]
 
 
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The secret's text; None when unset or empty (an empty variable is an unset one)."""
+    return (secret.get_secret_value() or None) if secret is not None else None
+
+
 class Settings(BaseSettings):
     """Everything the service reads from its environment; see `.env.example`.
 
@@ -89,6 +94,45 @@ class Settings(BaseSettings):
     retell_api_base_url: str = Field(
         default="https://api.retellai.com", description="an http:// or https:// URL"
     )
+
+    # The notification worker (`python -m service worker`, CONTRACT section 7).
+    # A session (direct) connection for the worker's LISTEN when DATABASE_URL is a transaction
+    # pooler (the Procfile's release line reads it too).
+    direct_database_url: str | None = None
+    # http:// webhook targets on loopback, for local testing only.
+    notifications_allow_loopback_http: bool = False
+    worker_batch_size: int = Field(default=20, ge=1, le=500)
+    # A claimed row is another worker's to retry after this long: longer than any one attempt.
+    worker_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # LISTEN/NOTIFY wakes the worker at once; this is the fallback when a wake-up is missed.
+    worker_poll_seconds: float = Field(default=5.0, gt=0, le=300)
+    # 24 with the default backoff: between about 8 and 15 hours of trying.
+    notifications_max_attempts: int = Field(default=24, ge=1, le=100)
+    notifications_retry_base_seconds: float = Field(default=10.0, gt=0, le=3600)
+    notifications_retry_cap_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    # CONTRACT: a receiver that has not answered within 10 s gets the notification again later.
+    notifications_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=10)
+
+    # Email (off while SMTP_HOST is unset).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    # starttls (submission, port 587), tls (implicit TLS, port 465) or none (local relays only).
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+
+    # SMS through Twilio (off while TWILIO_ACCOUNT_SID is unset).
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+
+    @field_validator("smtp_tls", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("retell_api_key", mode="before")
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
+import structlog
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -20,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.db import Pool
+
+log = structlog.get_logger(__name__)
 
 # Most answers take 1-100 ms; the tail up to the 3 s deadline still needs a bucket of its own.
 LATENCY_BUCKETS = (
@@ -119,6 +123,19 @@ class Metrics:
             "Requests waiting for a database connection right now.",
             registry=self.registry,
         )
+        self.notifications = Gauge(
+            "notifications",
+            "Outbox rows waiting to be delivered (pending) or given up on (failed), read from "
+            "the database at scrape time.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.notifications_overdue = Gauge(
+            "notifications_overdue_seconds",
+            "How long the oldest due notification has waited (0: none due); grows while no "
+            "worker runs.",
+            registry=self.registry,
+        )
         self.pool = PoolCollector()
         self.registry.register(self.pool)
         # Series kept once looked up: labels() takes a lock and checks its arguments on every
@@ -156,6 +173,13 @@ class Metrics:
         label = event if event in WEBHOOK_EVENTS else "other"
         self._labelled(self.webhook_events, label, outcome).inc()
 
+    def outbox(self, figures: list[float]) -> None:
+        """Pending count, failed count, seconds the oldest due row has waited (OUTBOX_FIGURES)."""
+        pending, failed, overdue = figures
+        self._labelled(self.notifications, "pending").set(pending)
+        self._labelled(self.notifications, "failed").set(failed)
+        self.notifications_overdue.set(overdue)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -165,6 +189,30 @@ def metrics_of(request: Request) -> Metrics:
     return metrics
 
 
+# Both partial indexes of schema's notifications (pending, failed) answer this.
+OUTBOX_FIGURES = """
+select array[count(*) filter (where status = 'pending'),
+             count(*) filter (where status = 'failed'),
+             coalesce(extract(epoch from now() - min(due_at) filter (
+               where status = 'pending' and due_at <= now())), 0)]::float8[]
+from notifications
+where status in ('pending', 'failed')
+"""
+
+
 async def endpoint(request: Request) -> Response:
-    """GET /metrics in Prometheus' text format."""
-    return Response(metrics_of(request).render(), media_type=CONTENT_TYPE_LATEST)
+    """GET /metrics in Prometheus' text format, the outbox's figures read from the database."""
+    # Imported here: service.state builds on this module.
+    from service.state import DATABASE_UNAVAILABLE, state_of
+
+    failures: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
+    metrics = metrics_of(request)
+    state = state_of(request)
+    try:
+        figures = await state.fetchval_within(state.settings.ready_timeout_seconds, OUTBOX_FIGURES)
+    except failures as exc:
+        # The process's own figures still count; the outbox's stay as last read.
+        log.warning("outbox_figures_unavailable", error=type(exc).__name__)
+    else:
+        metrics.outbox(figures)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -469,6 +469,7 @@ declare
   today date;
   refusal jsonb;
   staff jsonb;
+  booking jsonb;
 begin
   if cfg.id is null then
     return jsonb_build_object('problem', 'unknown_agent');
@@ -484,8 +485,12 @@ begin
   if staff ? 'problem' then
     return staff || jsonb_build_object('timezone', cfg.timezone);
   end if;
-  return book_into(cfg, staff, p_args, p_call, p_now, p_min_notice)
-         || jsonb_build_object('timezone', cfg.timezone, 'today', today);
+  booking := book_into(cfg, staff, p_args, p_call, p_now, p_min_notice);
+  -- Notifications (09_notifications): for a booking made now, not for a retry's replay.
+  if booking ->> 'replayed' = 'false' then
+    perform enqueue_appointment_notice(cfg, 'appointment.booked', booking -> 'appointment', null);
+  end if;
+  return booking || jsonb_build_object('timezone', cfg.timezone, 'today', today);
 end
 $$;
 
@@ -628,6 +633,7 @@ begin
   update appointments set status = 'cancelled'
   where id = (chosen -> 'appointment' ->> 'appointment_id')::uuid
   returning * into cancelled;
+  perform enqueue_appointment_notice(cfg, 'appointment.cancelled', chosen -> 'appointment', null);
   return jsonb_build_object('cancelled', true, 'already', false, 'timezone', cfg.timezone,
                             'appointment', appointment_json(cancelled,
                                                             chosen -> 'appointment' ->> 'staff_name'));
@@ -671,6 +677,7 @@ declare
   staff jsonb;
   move_args jsonb;
   moved jsonb;
+  moved_before jsonb;
 begin
   if cfg.id is null then
     return jsonb_build_object('problem', 'unknown_agent');
@@ -683,9 +690,9 @@ begin
   end if;
   chosen := select_appointment(cfg, p_call, p_args, p_now, true);
   if chosen ->> 'problem' = 'appointment_not_found' and not p_args ? 'appointment_id' then
-    moved := moved_appointment(cfg, p_call, p_args, p_now);
-    if moved is not null then
-      return jsonb_build_object('booked', true, 'replayed', true, 'appointment', moved,
+    moved_before := moved_appointment(cfg, p_call, p_args, p_now);
+    if moved_before is not null then
+      return jsonb_build_object('booked', true, 'replayed', true, 'appointment', moved_before,
                                 'timezone', cfg.timezone, 'today', today);
     end if;
   end if;
@@ -713,8 +720,13 @@ begin
   end if;
   move_args := jsonb_build_object('date', p_args ->> 'new_date', 'time', p_args ->> 'new_time',
                                   'duration_minutes', (current ->> 'duration_minutes')::int);
-  return book_into(cfg, staff, move_args, null, p_now, p_min_notice,
-                   (current ->> 'appointment_id')::uuid)
+  moved := book_into(cfg, staff, move_args, null, p_now, p_min_notice,
+                     (current ->> 'appointment_id')::uuid);
+  if moved ->> 'booked' = 'true' then
+    perform enqueue_appointment_notice(cfg, 'appointment.rescheduled', moved -> 'appointment',
+                                       current);
+  end if;
+  return moved
          || jsonb_build_object('timezone', cfg.timezone, 'today', today, 'previous', current);
 end
 $$;
@@ -761,6 +773,10 @@ begin
     replayed := true;
     select v.id into saved from voicemails v
     where v.call_log_id = call_log and md5(v.transcript) = md5(p_args ->> 'message');
+  else
+    -- 09_notifications: the recording if the call has already ended; the clinic's notices.
+    perform copy_call_recording(call_log);
+    perform enqueue_voicemail_notice(cfg, saved, p_call ->> 'call_id');
   end if;
   return jsonb_build_object('saved', true, 'voicemail_id', saved, 'replayed', replayed,
                             'priority', priority, 'business_name', cfg.business_name);

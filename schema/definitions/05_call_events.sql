@@ -204,6 +204,8 @@ begin
     end if;
     return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', true);
   end if;
+  -- 09_notifications: the call's recording onto the messages left during it.
+  perform copy_call_recording(log_id);
   return jsonb_build_object('call_log_id', log_id, 'call_status', status, 'duplicate', false);
 end
 $$;
