@@ -32,7 +32,6 @@ from tests.test_faults import next_weekday
 DAY = next_weekday().isoformat()
 
 CLOSED_PORT = 18611
-SILENT_PORT = 18612
 
 
 @asynccontextmanager
@@ -147,9 +146,11 @@ async def silent_server() -> AsyncIterator[str]:
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
 
-    server = await asyncio.start_server(accept, "127.0.0.1", SILENT_PORT)
+    # Port 0: the system picks a free one, so a parallel run elsewhere can't hold it.
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
     try:
-        yield f"postgresql://postgres@127.0.0.1:{SILENT_PORT}/hung"
+        yield f"postgresql://postgres@127.0.0.1:{port}/hung"
     finally:
         for writer in held:
             writer.close()
