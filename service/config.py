@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     # The notification worker (`python -m service worker`, CONTRACT section 7).
     # A session (direct) connection for the worker's LISTEN when DATABASE_URL is a transaction
     # pooler (the Procfile's release line reads it too).
-    direct_database_url: str | None = None
+    direct_database_url: str | None = Field(default=None, description="a postgresql:// URL")
     # http:// webhook targets on loopback, for local testing only.
     notifications_allow_loopback_http: bool = False
     worker_batch_size: int = Field(default=20, ge=1, le=500)
@@ -142,7 +142,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("database_url", mode="after")
+    @field_validator("database_url", "direct_database_url", mode="after")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("postgres", "postgresql"):
@@ -167,7 +167,9 @@ class ConfigurationError(Exception):
 
 
 # Values never repeated back: they are credentials, or URLs that carry one.
-_SECRET_FIELDS = frozenset({"retell_api_key", "database_url"})
+_SECRET_FIELDS = frozenset(
+    {"retell_api_key", "database_url", "direct_database_url", "smtp_password", "twilio_auth_token"}
+)
 
 
 def load_settings(

@@ -133,7 +133,10 @@ class Worker:
                     wait = self.settings.worker_poll_seconds
                 except asyncpg.PostgresError as exc:
                     # E.g. a database not migrated yet: say so, keep trying.
-                    log.error("worker_database_error", error=type(exc).__name__, detail=str(exc))
+                    # The sqlstate, not the message: PostgreSQL's messages may quote row values.
+                    log.error(
+                        "worker_database_error", error=type(exc).__name__, sqlstate=exc.sqlstate
+                    )
                     wait = self.settings.worker_poll_seconds
                 except Exception:
                     # Whatever else went wrong in a round, the next one may go right: a worker
@@ -270,7 +273,11 @@ class Worker:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(
-                    self.listen_url, timeout=self.settings.request_deadline_seconds
+                    **db.connection_arguments(
+                        self.listen_url,
+                        timeout=self.settings.request_deadline_seconds,
+                        statement_cache_size=0,
+                    )
                 )
                 await conn.add_listener(CHANNEL, self._notified)
                 # Rows committed while nobody listened: look now.

@@ -344,6 +344,11 @@ def test_settings_defaults(clean_environment: pytest.MonkeyPatch) -> None:
             "INSECURE_SKIP_SIGNATURE_CHECK: expected true or false (got 'maybe')",
         ),
         ("DATABASE_URL", "mysql://u:hunter2@db/x", "DATABASE_URL: expected a postgresql:// URL"),
+        (
+            "DIRECT_DATABASE_URL",
+            "db.example:5432",
+            "DIRECT_DATABASE_URL: expected a postgresql:// URL",
+        ),
     ],
 )
 def test_settings_refuse_bad_values_in_one_line(
