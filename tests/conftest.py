@@ -42,6 +42,15 @@ APP_TABLES = (
 OUTBOX_TABLES = "notifications, notification_endpoints"
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the system picks it), so that runs
+    side by side don't fight over a fixed one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def _local_server_answers() -> bool:
     try:
         with socket.create_connection(LOCAL_SERVER, timeout=0.5):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
@@ -19,6 +18,7 @@ from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
 from service.config import Settings
+from tests.conftest import free_port
 from tests.factories import Clinic
 from tests.outbox import (
     add_endpoint,
@@ -65,18 +65,11 @@ class Mailbox:
         return "250 Message accepted"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
     """A real SMTP server on a free local port."""
     handler = Mailbox()
-    port = _free_port()
+    port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -169,7 +162,7 @@ async def test_mail_server_down_is_retried_then_delivered(
     db: asyncpg.Connection, clinic: Clinic, settings: Settings
 ) -> None:
     """No SMTP server listening: the mail waits, and goes out once one answers."""
-    port = _free_port()
+    port = free_port()
     smtp = worker_settings(
         settings, smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none", smtp_from="n@b.example"
     )

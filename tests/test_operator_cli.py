@@ -22,16 +22,17 @@ from service.config import Settings
 from service.demo import DEMO_AGENT_ID
 from service.migrate import SCHEMA_DIR
 from service.retell import sign
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, free_port
 from tests.service_process import REPO, ServiceProcess, local_http
 from tests.test_app import silent_server
 
 pytestmark = pytest.mark.usefixtures(local_http.__name__)
 __all__ = ["silent_server"]
 
-CLOSED_PORT = 18613
-SERVE_PORT = 18331
-DEMO_PORT = 18332
+# Picked by the system: nothing listens on CLOSED_PORT once free_port() has returned it.
+CLOSED_PORT = free_port()
+SERVE_PORT = free_port()
+DEMO_PORT = free_port()
 SHIPPED = sorted(p.name for p in SCHEMA_DIR.glob("*.sql"))
 DEFINITIONS = sorted(p.name for p in SCHEMA_DIR.glob("definitions/*.sql"))
 

@@ -15,11 +15,11 @@ import uvicorn
 from starlette.applications import Starlette
 
 from service.retell import sign
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, free_port
 from tests.factories import Clinic
 from tests.test_app import exploding_speak
 
-PORT = 18350
+PORT = free_port()
 Lines = Callable[[], list[dict[str, Any]]]
 __all__ = ["exploding_speak"]
 

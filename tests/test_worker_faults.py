@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import respx
 
 from service.config import Settings
+from tests.conftest import free_port
 from tests.factories import Clinic
 from tests.outbox import add_endpoint, outbox_rows, store_voicemail, worker, worker_settings
 from tests.service_process import REPO
@@ -27,18 +27,11 @@ from tests.tcp_proxy import TcpProxy
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class SilentReceiver:
     """A webhook receiver on 127.0.0.1 that reads each request's headers and never answers."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.requests: list[bytes] = []
         self.arrived = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -133,7 +126,7 @@ async def test_worker_killed_mid_delivery_is_replaced_after_the_lease(
 @pytest.fixture
 async def proxy(server_url: str) -> AsyncIterator[TcpProxy]:
     url = httpx.URL(server_url)
-    tcp = TcpProxy(_free_port(), (url.host, url.port or 5432))
+    tcp = TcpProxy(free_port(), (url.host, url.port or 5432))
     await tcp.start()
     try:
         yield tcp
