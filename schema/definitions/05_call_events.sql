@@ -162,7 +162,7 @@ begin
          call_events_status(received, null), f.*
   from call_event_fields(received) f
   on conflict (retell_call_id) do update set
-    agent_configuration_id = coalesce(l.agent_configuration_id, excluded.agent_configuration_id),
+    -- Only a row of this configuration is updated (the where below): its configuration stays.
     user_id = coalesce(l.user_id, excluded.user_id),
     agent_id = coalesce(l.agent_id, excluded.agent_id),
     -- The merged events are computed once (offset 0 keeps the subquery from being flattened):
