@@ -38,6 +38,14 @@ class Scale:
     # Past calls of every clinic (the measured one too), and a voicemail on every fourth.
     calls_per_clinic: int = 1_000
 
+    @property
+    def past_calls(self) -> int:
+        return (self.other_clinics + 1) * self.calls_per_clinic
+
+    @property
+    def past_voicemails(self) -> int:
+        return (self.other_clinics + 1) * (self.calls_per_clinic // 4)
+
 
 @dataclass(frozen=True)
 class Clinic:

@@ -67,7 +67,8 @@ async def test_loader_gives_every_clinic_a_call_history_analyzed_non_empty(
     )
     assert len(per_clinic) == 4
     assert {(r["calls"], r["voicemails"]) for r in per_clinic} == {(100, 25)}
-    assert await db.fetchval("select count(*) from voicemails") == 100
+    assert await db.fetchval("select count(*) from voicemails") == SMALL.past_voicemails == 100
+    assert await db.fetchval("select count(*) from customer_call_logs") == SMALL.past_calls
     # All in the past of the load's day: nothing the measured requests could be taken for.
     latest = await db.fetchval("select max(ended_at) from customer_call_logs")
     assert latest < datetime(2026, 12, 1, tzinfo=UTC)
