@@ -35,6 +35,16 @@ class Scale:
     clinic_appointments: int = 2_000
     other_clinics: int = 50
     other_appointments: int = 200_000
+    # Past calls of every clinic (the measured one too), and a voicemail on every fourth.
+    calls_per_clinic: int = 1_000
+
+    @property
+    def past_calls(self) -> int:
+        return (self.other_clinics + 1) * self.calls_per_clinic
+
+    @property
+    def past_voicemails(self) -> int:
+        return (self.other_clinics + 1) * (self.calls_per_clinic // 4)
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,41 @@ from (
 where n <= $1::int
 """
 
+# Every clinic's past calls (call n ended n days ago), each a call log row as the call_ended
+# webhook leaves it; every fourth call left a voicemail. Without them the call
+# logs and voicemails would be analyzed empty at load, and each pooled session would keep the
+# plans it made for an empty table (sequential scans) while the requests grow them
+# (bench/NOTES.md, "The outbox's cost measured after 100,000 requests").
+INSERT_CALL_LOGS = """
+insert into customer_call_logs (
+  id, user_id, agent_configuration_id, retell_call_id, agent_id, call_type, direction,
+  from_number, to_number, call_status, started_at, ended_at, duration_ms, transcript
+)
+select md5('call:' || k.g || ':' || n)::uuid, c.user_id, c.id, 'call_history_' || k.g || '_' || n,
+       c.agent_id, 'phone_call', 'inbound', '+1415556' || lpad((n % 10000)::text, 4, '0'),
+       c.business_phone, 'ended', t.started, t.started + interval '3 minutes', 180000,
+       'Agent: Thank you for calling. User: I would like to book a cleaning.'
+from (select g, md5('configuration:' || g)::uuid as cid from generate_series(0, $1::int) g) k
+join agent_configurations c on c.id = k.cid
+cross join generate_series(1, $2::int) n
+cross join lateral (
+  select ($3::date - n)::timestamp at time zone c.timezone + interval '10 hours' as started
+) t
+"""
+INSERT_VOICEMAILS = """
+insert into voicemails (
+  user_id, agent_configuration_id, call_log_id, caller_name, caller_phone, transcript,
+  recording_url, duration_seconds, message_type, priority, status, received_at
+)
+select l.user_id, l.agent_configuration_id, l.id, 'Caller ' || l.retell_call_id,
+       l.from_number, 'Please call me back about my appointment.',
+       'https://recordings.bench.example/' || l.retell_call_id, 180, 'callback_request',
+       'normal', 'read', l.ended_at
+from customer_call_logs l
+where starts_with(l.retell_call_id, 'call_history_')
+  and split_part(l.retell_call_id, '_', 4)::int % 4 = 0
+"""
+
 # Other clinics' appointments on an hourly grid, eight a day from 400 days back: staff member
 # k of clinic c holds its n-th slot for n in [$1, $2). Rows come out ordered by staff member and
 # time, as a clinic's calendar would fill the indexes. They skip the row triggers (replica
@@ -143,6 +188,13 @@ cross join lateral (
 """
 
 
+async def _skip_triggers(conn: asyncpg.Connection) -> None:
+    """For the rest of the transaction, rows skip the row triggers (their values are given)."""
+    # Only a superuser may skip triggers; anyone else runs them, slower, to the same rows.
+    if await conn.fetchval("select current_setting('is_superuser') = 'on'"):
+        await conn.execute("set local session_replication_role = replica")
+
+
 async def load_clinics(conn: asyncpg.Connection, scale: Scale, today: date) -> Clinic:
     """The measured clinic and the other clinics, with staff, hours and the clinic's year."""
     others = scale.other_clinics
@@ -160,6 +212,10 @@ async def load_clinics(conn: asyncpg.Connection, scale: Scale, today: date) -> C
         await conn.execute(
             INSERT_CLINIC_APPOINTMENTS, scale.clinic_appointments, today, STAFF_PER_CLINIC
         )
+    async with conn.transaction():
+        await _skip_triggers(conn)
+        await conn.execute(INSERT_CALL_LOGS, others, scale.calls_per_clinic, today)
+        await conn.execute(INSERT_VOICEMAILS)
     await conn.execute("analyze")
     return Clinic(MEASURED_AGENT_ID, MEASURED_TIMEZONE, STAFF_NAMES)
 
@@ -173,9 +229,7 @@ async def add_other_appointments(
     if last <= first:
         return
     async with conn.transaction():
-        # Only a superuser may skip triggers; anyone else runs them, slower, to the same rows.
-        if await conn.fetchval("select current_setting('is_superuser') = 'on'"):
-            await conn.execute("set local session_replication_role = replica")
+        await _skip_triggers(conn)
         await conn.execute(
             INSERT_OTHER_APPOINTMENTS,
             first,

@@ -46,7 +46,9 @@ def render(results: Results) -> str:
         "on the same machine, the load generator in a process of its own "
         f"(run took {results.seconds / 60:.1f} min). Data: 51 clinics, "
         f"{options.scale.clinic_appointments:,} appointments of the measured clinic (5 staff), "
-        f"{options.scale.other_appointments:,} of the others, loaded in "
+        f"{options.scale.other_appointments:,} of the others, and "
+        f"{options.scale.past_calls:,} past calls ({options.scale.past_voicemails:,} with a "
+        "voicemail), loaded in "
         f"{results.load_seconds:.1f} s.",
         "",
         f"Latency: {options.requests:,} sequential requests on one keep-alive connection. "

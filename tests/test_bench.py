@@ -11,7 +11,9 @@ from bench import data, report
 from bench.client import Run
 from bench.run import Options, Results, Row
 
-SMALL = data.Scale(clinic_appointments=300, other_clinics=3, other_appointments=1_500)
+SMALL = data.Scale(
+    clinic_appointments=300, other_clinics=3, other_appointments=1_500, calls_per_clinic=100
+)
 
 
 async def test_loader_builds_the_measured_clinic_and_others(db: asyncpg.Connection) -> None:
@@ -43,6 +45,41 @@ async def test_loader_builds_the_measured_clinic_and_others(db: asyncpg.Connecti
         """
     )
     assert mismatched == 0
+
+
+async def test_loader_gives_every_clinic_a_call_history_analyzed_non_empty(
+    db: asyncpg.Connection,
+) -> None:
+    """Each clinic gets 100 ended calls and 25 voicemails on its own calls, and the planner's
+    statistics know both tables are not empty (plans made for empty ones scan them)."""
+    today = date(2026, 12, 1)
+    await data.load(db, SMALL, today)
+
+    per_clinic = await db.fetch(
+        """
+        select c.agent_id, count(distinct l.id) as calls, count(v.id) as voicemails
+        from agent_configurations c
+        join customer_call_logs l on l.agent_configuration_id = c.id and l.user_id = c.user_id
+        left join voicemails v on v.call_log_id = l.id
+          and v.agent_configuration_id = c.id and v.user_id = c.user_id
+        group by c.agent_id
+        """
+    )
+    assert len(per_clinic) == 4
+    assert {(r["calls"], r["voicemails"]) for r in per_clinic} == {(100, 25)}
+    assert await db.fetchval("select count(*) from voicemails") == SMALL.past_voicemails == 100
+    assert await db.fetchval("select count(*) from customer_call_logs") == SMALL.past_calls
+    # All in the past of the load's day: nothing the measured requests could be taken for.
+    latest = await db.fetchval("select max(ended_at) from customer_call_logs")
+    assert latest < datetime(2026, 12, 1, tzinfo=UTC)
+    estimated = await db.fetch(
+        "select relname, reltuples from pg_class"
+        " where relname in ('customer_call_logs', 'voicemails')"
+    )
+    assert {r["relname"]: r["reltuples"] for r in estimated} == {
+        "customer_call_logs": 400,
+        "voicemails": 100,
+    }
 
 
 async def test_growing_the_table_adds_only_new_grid_rows(db: asyncpg.Connection) -> None:
