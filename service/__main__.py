@@ -22,24 +22,28 @@ EXIT_DATABASE = 1
 EXIT_CONFIGURATION = 2
 
 
-def _with_database(url: str, work: Callable[[str], Coroutine[Any, Any, object]]) -> bool:
-    """Run `work(url)`; a database that can't be reached or used is one line on stderr."""
+def _with_database(
+    url: str, work: Callable[..., Coroutine[Any, Any, object]], settings: Settings
+) -> bool:
+    """Run `work(url)`, connecting within CONNECT_TIMEOUT_SECONDS; a database that can't be
+    reached or used is one line on stderr."""
     from service import db
 
+    timeout = settings.connect_timeout_seconds
     try:
-        asyncio.run(work(url))
+        asyncio.run(work(url, connect_timeout=timeout))
     except db.CONNECT_FAILURES as error:
-        print(db.connect_problem(url, error), file=sys.stderr)
+        print(db.connect_problem(url, error, timeout), file=sys.stderr)
         return False
     return True
 
 
-def _migrate_or_refuse(url: str) -> bool:
+def _migrate_or_refuse(url: str, settings: Settings) -> bool:
     """Migrate; False (after one line saying why) when migrate refuses to."""
     from service.migrate import MigrationRefused, migrate
 
     try:
-        return _with_database(url, migrate)
+        return _with_database(url, migrate, settings)
     except MigrationRefused as refusal:
         log.error("migration_refused", reason=str(refusal))
         return False
@@ -49,7 +53,7 @@ def _migrate(settings: Settings) -> int:
     from service.db import database_url
 
     with database_url(settings) as url:
-        return 0 if _migrate_or_refuse(url) else EXIT_DATABASE
+        return 0 if _migrate_or_refuse(url, settings) else EXIT_DATABASE
 
 
 def _serve(settings: Settings, *, demo: bool, demo_into_database: bool) -> int:
@@ -77,11 +81,11 @@ def _serve(settings: Settings, *, demo: bool, demo_into_database: bool) -> int:
         return EXIT_CONFIGURATION
     with database_url(settings) as url:
         embedded = settings.database_url is None
-        if (embedded or demo) and not _migrate_or_refuse(url):
+        if (embedded or demo) and not _migrate_or_refuse(url, settings):
             return EXIT_DATABASE
         updates: dict[str, object] = {"database_url": url}
         if demo:
-            if not _with_database(url, load_demo):
+            if not _with_database(url, load_demo, settings):
                 return EXIT_DATABASE
             if settings.retell_api_key is None:
                 updates["retell_api_key"] = SecretStr(demo_api_key(settings.data_dir))
@@ -341,9 +345,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return EXIT_CONFIGURATION
     configure_logging(settings.log_level, settings.log_format)
-    from service import db
-
-    db.connect_timeout_seconds = settings.connect_timeout_seconds
     if args.command == "migrate":
         return _migrate(settings)
     if args.command == "serve":

@@ -48,6 +48,10 @@ def secret_value(secret: SecretStr | None) -> str | None:
     return (secret.get_secret_value() or None) if secret is not None else None
 
 
+# asyncpg's own default is 60 s: far longer than an operator waits for a command to say why.
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
+
+
 class Settings(BaseSettings):
     """Everything the service reads from its environment; see `.env.example`.
 
@@ -75,7 +79,7 @@ class Settings(BaseSettings):
     min_notice_minutes: int = Field(default=60, ge=0, le=60 * 24 * 30)
     request_deadline_seconds: float = Field(default=3.0, gt=0, le=60)
     # How long `migrate` and `serve`'s start-up (migrations, the demo) wait to connect.
-    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    connect_timeout_seconds: float = Field(default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, le=120)
     ready_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     pool_min_size: int = Field(default=2, ge=0, le=100)
     pool_max_size: int = Field(default=10, ge=1, le=200)

