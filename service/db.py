@@ -102,6 +102,10 @@ def wants_statement_cache_off(url: str) -> bool:
         return False
 
 
+def _default_statement_cache_size(url: str) -> int:
+    return 0 if wants_statement_cache_off(url) else 256
+
+
 def _clean_url(url: str) -> str:
     """asyncpg rejects query parameters it doesn't know, such as `pgbouncer=true`."""
     parts = urlsplit(url)
@@ -124,7 +128,7 @@ def connection_arguments(
     the cache is off behind a transaction pooler and 256 statements otherwise.
     """
     if statement_cache_size is None:
-        statement_cache_size = 0 if wants_statement_cache_off(url) else 256
+        statement_cache_size = _default_statement_cache_size(url)
     return {
         "dsn": _clean_url(url),
         "timeout": timeout,
@@ -205,7 +209,7 @@ def statement_cache_size(url: str, settings: Settings) -> int:
     """STATEMENT_CACHE_SIZE when set, else 0 behind a transaction pooler and 256 otherwise."""
     if settings.statement_cache_size is not None:
         return settings.statement_cache_size
-    return 0 if wants_statement_cache_off(url) else 256
+    return _default_statement_cache_size(url)
 
 
 async def create_pool(url: str, settings: Settings) -> Pool:
